@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Run pycontainerd's tests: set up (scripts/setup.sh, idempotent), then pytest from the
+# repository root with the given arguments. "No tests collected" (pytest exit 5) is a failure.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+    exec sudo -E bash "$0" "$@"
+fi
+
+bash "$REPO/scripts/setup.sh"
+
+set +e
+"$REPO/.venv/bin/python" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    echo "test: pytest collected no tests; that is a failure" >&2
+    exit 1
+fi
+exit "$rc"
