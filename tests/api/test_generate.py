@@ -4,7 +4,6 @@ import importlib
 from pathlib import Path
 
 import pytest
-
 from pycontainerd.api import generate
 
 API_DIR = Path(generate.__file__).resolve().parent
@@ -72,4 +71,6 @@ def test_check_reports_a_hand_edited_module(tmp_path: Path) -> None:
 def test_generated_classes_report_their_installed_module() -> None:
     from pycontainerd.api.containerd.types import descriptor_pb2
 
-    assert descriptor_pb2.Descriptor.__module__ == "pycontainerd.api.containerd.types.descriptor_pb2"
+    assert (
+        descriptor_pb2.Descriptor.__module__ == "pycontainerd.api.containerd.types.descriptor_pb2"
+    )
