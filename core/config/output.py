@@ -35,10 +35,10 @@ def dump(loaded: LoadedConfig, registrations: Iterable[Registration]) -> dict[st
             continue
         obj, _ = decode_plugin_config(reg.config, plugins.get(reg.uri), reg.uri)
         plugins[reg.uri] = encode_plugin_config(obj)
-    out["plugins"] = plugins
+    out["plugins"] = dict(sorted(plugins.items()))
     timeouts = dict(DEFAULT_TIMEOUTS)
     timeouts.update(loaded.config.timeouts)
-    out["timeouts"] = timeouts
+    out["timeouts"] = dict(sorted(timeouts.items()))
     empty = encode_plugin_config(Config())
     for name in _LEGACY_TABLES:
         if out.get(name) == empty[name]:
