@@ -126,7 +126,7 @@ def parse_mount_options(options: Sequence[str]) -> MountOptions:
     data: list[str] = []
     for o in options:
         if o.startswith("X-containerd."):
-            raise errdefs.InvalidArgument(f"internal mount option {o!r} was not consumed")
+            raise errdefs.InvalidArgument(f'internal mount option "{o}" was not consumed')
         entry = _FLAGS.get(o)
         if entry is not None:
             clear, flag = entry
@@ -135,7 +135,7 @@ def parse_mount_options(options: Sequence[str]) -> MountOptions:
             else:
                 flags |= flag
         elif o == "loop" or o.startswith(("uidmap=", "gidmap=")):
-            raise errdefs.NotImplemented_(f"mount option {o!r} is not supported")
+            raise errdefs.NotImplemented_(f'mount option "{o}" is not supported')
         else:
             data.append(o)
     return MountOptions(flags=flags, data=tuple(data))
@@ -224,7 +224,7 @@ def _sys_mount(source: str, target: str, fstype: str, flags: int, data: str) -> 
     )
     if rc != 0:
         err = ctypes.get_errno()
-        raise _categorise(err, f"failed to mount {source or fstype!r} on {target!r}")
+        raise _categorise(err, f'failed to mount "{source or fstype}" on "{target}"')
 
 
 # Run by the short-lived helper: mount(2) from inside a working directory, so that relative
@@ -255,9 +255,9 @@ def _mount_in_dir(chdir: str, source: str, target: str, fstype: str, flags: int,
             err = int(proc.stderr.strip())
         except ValueError:
             raise errdefs.Internal(
-                f"failed to mount {source!r} on {target!r}: helper failed: {proc.stderr.strip()}"
+                f'failed to mount "{source}" on "{target}": helper failed: {proc.stderr.strip()}'
             ) from None
-        raise _categorise(err, f"failed to mount {source!r} on {target!r}")
+        raise _categorise(err, f'failed to mount "{source}" on "{target}"')
 
 
 def _kept_flags(path: str) -> int:
@@ -280,7 +280,7 @@ def _mount_with_binary(m: Mount, target: str) -> None:
     proc = subprocess.run(args, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise errdefs.Internal(
-            f"failed to mount {m.source!r} on {target!r} with mount(8): {proc.stderr.strip()}"
+            f'failed to mount "{m.source}" on "{target}" with mount(8): {proc.stderr.strip()}'
         )
 
 
@@ -298,7 +298,7 @@ def mount_at(m: Mount, target: str) -> None:
     data = ",".join(opt.data)
     if len(data) >= _PAGESIZE:
         raise errdefs.InvalidArgument(
-            f"failed to mount {m.source!r} on {target!r}: mount options are too long "
+            f'failed to mount "{m.source}" on "{target}": mount options are too long '
             f"({len(data)} bytes, limit {_PAGESIZE - 1})"
         )
     if not opt.flags & MS_REMOUNT or data:
@@ -330,7 +330,7 @@ def root_path(root: str, sub: str) -> str:
         if os.path.islink(candidate):
             hops += 1
             if hops > 255:
-                raise errdefs.InvalidArgument(f"too many symlinks resolving {sub!r} in {root!r}")
+                raise errdefs.InvalidArgument(f'too many symlinks resolving "{sub}" in "{root}"')
             link = os.readlink(candidate)
             if link.startswith("/"):
                 resolved = []
@@ -357,8 +357,8 @@ def unmount(target: str, flags: int = 0) -> None:
         if err == _errno.EBUSY:
             time.sleep(0.05)
             continue
-        raise _categorise(err, f"failed to unmount {target!r}")
-    raise _categorise(_errno.EBUSY, f"failed to unmount {target!r}")
+        raise _categorise(err, f'failed to unmount "{target}"')
+    raise _categorise(_errno.EBUSY, f'failed to unmount "{target}"')
 
 
 def unmount_all(target: str, flags: int = 0) -> None:
@@ -375,8 +375,8 @@ def unmount_all(target: str, flags: int = 0) -> None:
         if err == _errno.EBUSY:
             unmount(target, flags)
             continue
-        raise _categorise(err, f"failed to unmount {target!r}")
-    raise errdefs.Internal(f"failed to unmount {target!r}: too many stacked mounts")
+        raise _categorise(err, f'failed to unmount "{target}"')
+    raise errdefs.Internal(f'failed to unmount "{target}": too many stacked mounts')
 
 
 def _unescape(field: str) -> str:

@@ -207,7 +207,7 @@ def apply_update(current: Info, info: Info, fieldpaths: Sequence[str], now: _dt.
             labels = dict(info.labels)
         else:
             raise errdefs.InvalidArgument(
-                f"cannot update {path!r} field on snapshot {current.name!r}"
+                f'cannot update "{path}" field on snapshot "{current.name}"'
             )
     return attrs.evolve(current, labels=labels, updated_at=now)
 

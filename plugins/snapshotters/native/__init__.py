@@ -1,0 +1,1 @@
+"""The ``native`` snapshotter: every snapshot is a full copy of its parent, mounted by bind."""

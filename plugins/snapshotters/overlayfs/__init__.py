@@ -1,0 +1,1 @@
+"""The ``overlayfs`` snapshotter: layers stacked by the kernel's overlay filesystem."""
