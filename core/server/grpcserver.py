@@ -1,0 +1,232 @@
+"""The shared grpc.aio server on a unix socket, and the one interceptor that maps errors.
+
+Servicers just raise errdefs categories; the interceptor turns them into statuses, and puts
+the ``containerd-namespace`` and ``containerd-lease`` metadata into context variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import attrs
+import grpc
+
+from pycontainerd.core import errdefs, namespaces
+
+log = logging.getLogger(__name__)
+
+LEASE_HEADER = "containerd-lease"
+
+
+@attrs.define(eq=False)
+class CallStats:
+    """Counters the metrics server exposes: (method, code) -> count, and latency sums."""
+
+    counts: dict[tuple[str, str], int] = attrs.Factory(dict)
+    seconds: dict[str, float] = attrs.Factory(dict)
+
+    def record(self, method: str, code: grpc.StatusCode, elapsed: float) -> None:
+        key = (method, code.name)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.seconds[method] = self.seconds.get(method, 0.0) + elapsed
+
+
+def _lease_context() -> Any:
+    try:
+        from pycontainerd.core import leases
+    except ImportError:  # the leases contract is optional for the interceptor
+        return None
+    return getattr(leases, "_current", None)
+
+
+def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    code = errdefs.to_grpc_code(exc)
+    msg = str(exc) or type(exc).__name__
+    return code, msg
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """Sets namespace/lease context; maps raised errors to gRPC codes; counts calls."""
+
+    def __init__(self, stats: CallStats | None = None) -> None:
+        self.stats = stats or CallStats()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        md = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
+        ns = md.get(namespaces.GRPC_HEADER)
+        lease = md.get(LEASE_HEADER)
+        method = details.method
+        stats = self.stats
+        lease_var = _lease_context() if lease else None
+
+        @contextlib.contextmanager
+        def scope() -> Any:
+            t_ns = namespaces.set_current(ns)
+            t_lease = lease_var.set(lease) if lease_var is not None else None
+            try:
+                yield
+            finally:
+                if t_lease is not None:
+                    lease_var.reset(t_lease)
+                namespaces.reset(t_ns)
+
+        async def fail(context: grpc.aio.ServicerContext, exc: BaseException, t0: float) -> None:
+            code, msg = _status_of(exc)
+            stats.record(method, code, time.monotonic() - t0)
+            if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+                log.error("%s failed: %s", method, msg, exc_info=exc)
+            else:
+                log.debug("%s: %s: %s", method, code.name, msg)
+            await context.abort(code, msg)
+
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                t0 = time.monotonic()
+                with scope():
+                    try:
+                        resp = await inner_uu(request, context)
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        await fail(context, e, t0)
+                stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
+                return resp
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary_unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                t0 = time.monotonic()
+                with scope():
+                    try:
+                        async for item in inner_us(request, context):
+                            yield item
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        await fail(context, e, t0)
+                stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
+
+            return grpc.unary_stream_rpc_method_handler(
+                unary_stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(request_iter: Any, context: grpc.aio.ServicerContext) -> Any:
+                t0 = time.monotonic()
+                with scope():
+                    try:
+                        resp = await inner_su(request_iter, context)
+                    except grpc.aio.AbortError:
+                        raise
+                    except Exception as e:  # noqa: BLE001
+                        await fail(context, e, t0)
+                stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
+                return resp
+
+            return grpc.stream_unary_rpc_method_handler(
+                stream_unary, handler.request_deserializer, handler.response_serializer
+            )
+        inner_ss = handler.stream_stream
+
+        async def stream_stream(request_iter: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            t0 = time.monotonic()
+            with scope():
+                try:
+                    async for item in inner_ss(request_iter, context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    await fail(context, e, t0)
+            stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, handler.request_deserializer, handler.response_serializer
+        )
+
+
+def prepare_unix_socket(path: str) -> None:
+    """Create the parent directory and remove a stale socket left by a previous run."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def secure_unix_socket(path: str, uid: int, gid: int, mode: int = 0o660) -> None:
+    os.chmod(path, mode)
+    if uid >= 0 or gid >= 0:
+        os.chown(path, uid, gid)
+
+
+def resolve_gid(value: int | str) -> int:
+    if isinstance(value, int):
+        return value
+    return grp.getgrnam(value).gr_gid
+
+
+def strip_unix(address: str) -> str:
+    return address[len("unix://") :] if address.startswith("unix://") else address
+
+
+@attrs.define(eq=False, kw_only=True)
+class GRPCServer:
+    """One grpc.aio server on a unix socket; every plugin with ``register_grpc`` joins it."""
+
+    address: str
+    uid: int = 0
+    gid: int = 0
+    max_recv_message_size: int = 16 << 20
+    max_send_message_size: int = 16 << 20
+    stats: CallStats = attrs.Factory(CallStats)
+    _server: grpc.aio.Server | None = None
+    registered: list[str] = attrs.Factory(list)
+
+    async def start(self, services: Sequence[Any]) -> None:
+        path = strip_unix(self.address)
+        self._server = grpc.aio.server(
+            interceptors=[ErrorInterceptor(self.stats)],
+            options=[
+                ("grpc.max_receive_message_length", self.max_recv_message_size),
+                ("grpc.max_send_message_length", self.max_send_message_size),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        for svc in services:
+            register = getattr(svc, "register_grpc", None)
+            if register is not None:
+                register(self._server)
+                self.registered.append(type(svc).__name__)
+        prepare_unix_socket(path)
+        port = self._server.add_insecure_port(f"unix:{path}")
+        if port == 0:
+            raise errdefs.Unavailable(f"failed to listen on {path}")
+        secure_unix_socket(path, self.uid, self.gid)
+        await self._server.start()
+        log.info("serving grpc address=%s services=%d", path, len(self.registered))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(strip_unix(self.address))
