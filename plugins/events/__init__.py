@@ -1,0 +1,1 @@
+"""The event exchange plugin (``io.containerd.event.v1.exchange``)."""
