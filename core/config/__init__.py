@@ -25,7 +25,9 @@ are unioned, tables merged by key, but the entries of ``plugins``, ``proxy_plugi
 pycontainerd-specific top-level key: ``disable_plugin_autoload = true`` stops the plugin loader
 from loading third-party registrations from the ``pycontainerd.plugins`` entry points.
 
-Every problem is a :class:`ConfigError` (an ``InvalidArgument``) whose message names the file
+Nothing here logs warnings: ``loaded.warnings`` (unknown keys, ambiguous version-1 names,
+legacy keys that could not be moved) and the warnings returned by ``decode_plugin_config`` and
+``migrate`` are for the caller to log. Every problem is a :class:`ConfigError` (an ``InvalidArgument``) whose message names the file
 and the dotted key; unknown keys are only warnings.
 """
 

@@ -67,9 +67,9 @@ def _type_name(tp: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in args if a is not type(None))
     if origin in (dict, Mapping):
-        return f"table of {_type_name(args[1])}" if args else "table"
+        return f"table of {_type_name(args[1])}" if args and args[1] is not Any else "table"
     if origin in (list, tuple):
-        return f"array of {_type_name(args[0])}" if args else "array"
+        return f"array of {_type_name(args[0])}" if args and args[0] is not Any else "array"
     return str(tp)
 
 

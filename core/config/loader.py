@@ -120,8 +120,7 @@ def load(
         warnings=warnings,
         deprecations=deprecations,
     )
-    for warning in warnings:
-        log.warning("config: %s", warning)
+    log.debug("loaded config %s (%d files, %d warnings)", main, len(files), len(warnings))
     if registrations is not None:
         migrate(result, registrations)
     return result
@@ -166,8 +165,6 @@ def migrate(loaded: LoadedConfig, registrations: Iterable[Registration]) -> list
     if changed:
         loaded.raw = _merge_files(loaded.files)
         loaded.config = _typed(loaded.raw, "")
-    for warning in warnings:
-        log.warning("config: %s", warning)
     loaded.warnings.extend(warnings)
     return warnings
 
@@ -188,7 +185,9 @@ def parse_toml(text: str, path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def _absolute(path: Path) -> Path:
-    return Path(os.path.normpath(path.absolute()))
+    # realpath: a file reached through a symlink is still the same file (loaded once, and
+    # an import loop through a symlinked directory is still a loop).
+    return Path(os.path.realpath(path))
 
 
 def _read(path: Path, importer: Path | None) -> str:

@@ -223,3 +223,16 @@ def test_wrong_top_level_type_names_file_and_key(tmp_path):
 def test_disable_plugin_autoload_is_read(tmp_path):
     path = write(tmp_path / "c.toml", "version = 4\ndisable_plugin_autoload = true\n")
     assert load(path).config.disable_plugin_autoload is True
+
+
+def test_import_loop_through_a_symlinked_directory_is_detected(tmp_path):
+    write(tmp_path / "d" / "main.toml", 'version = 4\nimports = ["link/main.toml"]\n')
+    (tmp_path / "d" / "link").symlink_to(tmp_path / "d")
+    with pytest.raises(ConfigError, match="config import loop"):
+        load(tmp_path / "d" / "main.toml")
+
+
+def test_plugin_section_that_is_not_a_table_is_refused(tmp_path):
+    path = write(tmp_path / "c.toml", 'version = 4\n[plugins]\n"io.containerd.x.v1.y" = 1\n')
+    with pytest.raises(ConfigError, match=r'plugins\."io\.containerd\.x\.v1\.y": expected table'):
+        load(path)
