@@ -27,8 +27,8 @@ from loading third-party registrations from the ``pycontainerd.plugins`` entry p
 
 Nothing here logs warnings: ``loaded.warnings`` (unknown keys, ambiguous version-1 names,
 legacy keys that could not be moved) and the warnings returned by ``decode_plugin_config`` and
-``migrate`` are for the caller to log. Every problem is a :class:`ConfigError` (an ``InvalidArgument``) whose message names the file
-and the dotted key; unknown keys are only warnings.
+``migrate`` are for the caller to log. Every problem is a :class:`ConfigError` (an
+``InvalidArgument``) whose message names the file and the dotted key.
 """
 
 from pycontainerd.core.config.codec import decode_plugin_config, encode_plugin_config
