@@ -10,8 +10,8 @@ The daemon's use, in order::
     migrate(loaded, registrations)        # plugin sections of files older than version 4
     obj, warnings = decode_plugin_config(reg.config, loaded.config.plugins.get(reg.uri), reg.uri)
 
-``config default|dump|migrate`` print ``to_toml(default_config(regs))`` or
-``to_toml(dump(loaded, regs))``.
+``load(path, registrations)`` does both steps at once. ``config default|dump|migrate`` print
+``to_toml(default_config(regs))`` or ``to_toml(dump(loaded, regs))``.
 
 Rules (containerd's): version > 4 is refused; a file without ``version`` is version 1 and its
 short plugin names become URIs; version 3 -> 4 moves ``[grpc]``, ``[ttrpc]``, ``[debug]``
