@@ -52,8 +52,18 @@ class Publisher(Protocol):
     async def publish(self, topic: str, event: Any) -> None: ...
 
 
+def _execute_script(conn: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements inside the current transaction (``executescript`` would
+    commit it)."""
+    lines = [line for line in script.splitlines() if not line.strip().startswith("--")]
+    for statement in "\n".join(lines).split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
 def _migrate_1(conn: sqlite3.Connection) -> None:
-    conn.executescript(
+    _execute_script(
+        conn,
         """
         CREATE TABLE namespaces (
             name TEXT PRIMARY KEY,
