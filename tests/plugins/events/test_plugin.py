@@ -24,3 +24,21 @@ async def test_init_returns_an_exchange_that_publishes_forwards_and_subscribes()
     assert isinstance(instance, Publisher)
     assert isinstance(instance, Forwarder)
     assert isinstance(instance, Subscriber)
+
+
+def test_builtin_loader_discovers_the_exchange_registration() -> None:
+    from pycontainerd.core.plugin import loader
+    from pycontainerd.plugins import builtins
+
+    assert "pycontainerd.plugins.events.plugin" in builtins.modules()
+    registry = loader.discover(["pycontainerd.plugins.events.plugin"], autoload=False)
+    reg = registry.get("io.containerd.event.v1.exchange")
+    assert reg is not None and reg.source == "builtin"
+
+
+async def test_exchange_close_is_what_the_daemon_calls_at_shutdown() -> None:
+    ex = Exchange()
+    sub = ex.subscribe()
+    assert ex.close() is None  # synchronous; the daemon awaits only awaitables
+    assert not sub.active
+    assert ex.subscriber_count == 0
