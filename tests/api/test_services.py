@@ -60,12 +60,26 @@ EXPECTED: dict[tuple[str, str], str] = {
         "WaitSandbox SandboxStatus PingSandbox ShutdownSandbox SandboxMetrics"
     ),
     ("grpc.health.v1.health", "Health"): "Check List Watch>",
+    ("k8s.cri.runtime.v1.api", "RuntimeService"): (
+        "Version RunPodSandbox StopPodSandbox RemovePodSandbox PodSandboxStatus ListPodSandbox "
+        "StreamPodSandboxes> CreateContainer StartContainer StopContainer RemoveContainer "
+        "ListContainers StreamContainers> ContainerStatus UpdateContainerResources "
+        "ReopenContainerLog ExecSync Exec Attach PortForward ContainerStats ListContainerStats "
+        "StreamContainerStats> PodSandboxStats ListPodSandboxStats StreamPodSandboxStats> "
+        "UpdateRuntimeConfig Status CheckpointContainer GetContainerEvents> "
+        "ListMetricDescriptors ListPodSandboxMetrics StreamPodSandboxMetrics> RuntimeConfig "
+        "UpdatePodSandboxResources"
+    ),
+    ("k8s.cri.runtime.v1.api", "ImageService"): (
+        "ListImages StreamImages> ImageStatus PullImage RemoveImage ImageFsInfo"
+    ),
 }
 
 PROTO_PACKAGE = {
     "containerd.services.ttrpc.events.v1.events": "containerd.services.events.ttrpc.v1",
     "containerd.runtime.task.v2.shim": "containerd.task.v2",
     "containerd.runtime.task.v3.shim": "containerd.task.v3",
+    "k8s.cri.runtime.v1.api": "runtime.v1",
 }
 
 _KINDS = {

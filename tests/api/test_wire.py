@@ -119,3 +119,27 @@ def test_event_type_urls_match_containerd() -> None:
     assert packed.type_url == "type.googleapis.com/containerd.events.TaskExit"
     packed.Pack(image_events.ImageCreate(name="n"))
     assert packed.type_url == "type.googleapis.com/containerd.services.images.v1.ImageCreate"
+
+
+def test_cri_image_spec_high_field_numbers() -> None:
+    from pycontainerd.api.k8s.cri.runtime.v1 import api_pb2
+
+    msg = api_pb2.ImageSpec(image="i", user_specified_image="u", runtime_handler="r", image_ref="x")
+    _roundtrip(msg, bytes.fromhex("0a0169 920101 75 9a0101 72 a20101 78".replace(" ", "")))
+
+
+def test_cri_container_config_cdi_devices_and_stop_signal() -> None:
+    from pycontainerd.api.k8s.cri.runtime.v1 import api_pb2
+
+    msg = api_pb2.ContainerConfig(
+        CDI_devices=[api_pb2.CDIDevice(name="d")], stop_signal=api_pb2.SIGTERM
+    )
+    _roundtrip(msg, bytes.fromhex("8a0103 0a0164 9001 17".replace(" ", "")))
+    assert api_pb2.Signal.Name(65) == "SIGRTMAX"
+
+
+def test_cri_services_are_in_package_runtime_v1() -> None:
+    from pycontainerd.api.k8s.cri.runtime.v1 import api_pb2
+
+    assert api_pb2.DESCRIPTOR.package == "runtime.v1"
+    assert api_pb2.PsiData.DESCRIPTOR.fields_by_name["Avg10"].number == 2
