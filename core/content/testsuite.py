@@ -110,14 +110,6 @@ async def _read(store: Store, dgst: str) -> bytes:
     return await helpers.read_blob(store, _desc(dgst), max_size=None)
 
 
-def _has_filters() -> bool:
-    try:
-        from pycontainerd.core import filters
-    except ImportError:
-        return False
-    return hasattr(filters, "parse_all")
-
-
 # --- cases ----------------------------------------------------------------------------------
 
 
@@ -366,8 +358,6 @@ async def _status_and_list_statuses_report_ingests(env: _Env) -> None:
 
 @_case
 async def _list_statuses_filters_by_ref(env: _Env) -> None:
-    if not _has_filters():
-        raise SkipCase("pycontainerd.core.filters is not available")
     store = await env.store()
     for ref in ("layer-1", "layer-2", "config"):
         w = await store.writer(ref)
@@ -393,8 +383,6 @@ async def _walk_lists_committed_blobs_only(env: _Env) -> None:
 
 @_case
 async def _walk_filters_by_digest(env: _Env) -> None:
-    if not _has_filters():
-        raise SkipCase("pycontainerd.core.filters is not available")
     store = await env.store()
     d1 = await _commit(store, "f1", b"one")
     await _commit(store, "f2", b"two")

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from pycontainerd.core.content import testsuite
 from pycontainerd.plugins.content.local.store import LocalStore, MemoryLabelStore
 
