@@ -600,6 +600,7 @@ class LocalWriter:
     _hash: Any
     _started_at: datetime.datetime
     _updated_at: datetime.datetime
+    _io: threading.Lock = attrs.Factory(threading.Lock)
 
     def _require_open(self, what: str) -> int:
         if self._fd is None:
@@ -615,12 +616,15 @@ class LocalWriter:
             return 0
 
         def _write() -> None:
-            _write_all(fd, data)
-            self._hash.update(data)
+            # State changes happen in the thread, under the I/O lock, so that a cancelled
+            # await can neither lose an offset update nor overlap the next operation.
+            with self._io:
+                _write_all(fd, data)
+                self._hash.update(data)
+                self._offset += n
+                self._updated_at = _now()
 
         await asyncio.to_thread(_write)
-        self._offset += n
-        self._updated_at = _now()
         return n
 
     def digest(self) -> str:
@@ -638,19 +642,20 @@ class LocalWriter:
 
     async def truncate(self, size: int) -> None:
         fd = self._require_open("truncate")
-        if size < 0 or size > self._offset:
-            raise errdefs.InvalidArgument(
-                f"cannot truncate ref {self._ref!r} to {size}: offset is {self._offset}"
-            )
 
-        def _truncate() -> Any:
-            os.ftruncate(fd, size)
-            os.lseek(fd, size, os.SEEK_SET)
-            return _hash_file(fd, self._alg, size)
+        def _truncate() -> None:
+            with self._io:
+                if size < 0 or size > self._offset:
+                    raise errdefs.InvalidArgument(
+                        f"cannot truncate ref {self._ref!r} to {size}: offset is {self._offset}"
+                    )
+                os.ftruncate(fd, size)
+                os.lseek(fd, size, os.SEEK_SET)
+                self._hash = _hash_file(fd, self._alg, size)
+                self._offset = size
+                self._updated_at = _now()
 
-        self._hash = await asyncio.to_thread(_truncate)
-        self._offset = size
-        self._updated_at = _now()
+        await asyncio.to_thread(_truncate)
 
     async def close(self) -> None:
         if self._fd is None:
@@ -658,14 +663,17 @@ class LocalWriter:
         fd, self._fd = self._fd, None
 
         def _close() -> None:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            try:
-                _write_file(os.path.join(self._path, "updatedat"), _format_ts(self._updated_at))
-            except FileNotFoundError:
-                pass  # aborted meanwhile
+            with self._io:
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                try:
+                    _write_file(
+                        os.path.join(self._path, "updatedat"), _format_ts(self._updated_at)
+                    )
+                except FileNotFoundError:
+                    pass  # aborted meanwhile
 
         try:
             await asyncio.to_thread(_close)
@@ -678,27 +686,38 @@ class LocalWriter:
         try:
             fd = self._require_open("commit")
             self._fd = None
-            if expected:
-                digests.validate(expected)
+            try:
+                if expected:
+                    digests.validate(expected)
+            except BaseException:
+                os.close(fd)
+                raise
             await asyncio.to_thread(self._commit, fd, size, expected, dict(labels or {}))
         finally:
+            # If the await was cancelled, the thread still finishes; the flock it holds on
+            # ``data`` until after the rename keeps any new writer for the ref out meanwhile.
             self._store._unlock(self._ref)
 
     def _commit(self, fd: int, size: int, expected: str, labels: dict[str, str]) -> None:
+        with self._io:
+            try:
+                dgst, st = self._commit_locked(fd, size, expected)
+            finally:
+                os.close(fd)
+        self._tidy_after_commit(dgst, st, labels)
+
+    def _commit_locked(self, fd: int, size: int, expected: str) -> tuple[str, os.stat_result]:
         data = os.path.join(self._path, "data")
-        try:
-            os.fsync(fd)
-            st = os.fstat(fd)
-            if size > 0 and size != st.st_size:
-                raise errdefs.FailedPrecondition(
-                    f"unexpected commit size {st.st_size}, expected {size}"
-                )
-            dgst = digests.from_hash(self._alg, self._hash)
-            if expected and digests.algorithm(expected) != self._alg:
-                alg = digests.algorithm(expected)
-                dgst = digests.from_hash(alg, _hash_file(fd, alg, st.st_size))
-        finally:
-            os.close(fd)
+        os.fsync(fd)
+        st = os.fstat(fd)
+        if size > 0 and size != st.st_size:
+            raise errdefs.FailedPrecondition(
+                f"unexpected commit size {st.st_size}, expected {size}"
+            )
+        dgst = digests.from_hash(self._alg, self._hash)
+        if expected and digests.algorithm(expected) != self._alg:
+            alg = digests.algorithm(expected)
+            dgst = digests.from_hash(alg, _hash_file(fd, alg, st.st_size))
         if expected and expected != dgst:
             raise errdefs.FailedPrecondition(
                 f"unexpected commit digest {dgst}, expected {expected}"
@@ -708,12 +727,17 @@ class LocalWriter:
         if os.path.exists(target):
             shutil.rmtree(self._path, ignore_errors=True)
             raise errdefs.AlreadyExists(f"content {dgst}: already exists")
-        if not os.path.exists(data):
-            raise errdefs.NotFound(f"ingest ref {self._ref!r}: aborted before commit")
-        # Read-only before it becomes visible: clear write and execute bits.
-        os.chmod(data, stat.S_IMODE(st.st_mode) & ~0o333)
-        os.rename(data, target)
+        try:
+            # Read-only before it becomes visible: clear write and execute bits.
+            os.chmod(data, stat.S_IMODE(st.st_mode) & ~0o333)
+            os.rename(data, target)
+        except FileNotFoundError:
+            raise errdefs.NotFound(f"ingest ref {self._ref!r}: aborted before commit") from None
         _fsync_dir(os.path.dirname(target))
+        return dgst, st
+
+    def _tidy_after_commit(self, dgst: str, st: os.stat_result, labels: dict[str, str]) -> None:
+        target = self._store.blob_path(dgst)
         # From here the blob is committed; what follows only tidies up.
         try:
             os.utime(target)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+
 from pycontainerd.core import errdefs
 from pycontainerd.core.content import digests
 

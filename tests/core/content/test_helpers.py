@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+
 from pycontainerd.core import errdefs
 from pycontainerd.core.content import Descriptor, digests, helpers
 from pycontainerd.plugins.content.local.store import LocalStore, MemoryLabelStore

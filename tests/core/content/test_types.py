@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+
 from pycontainerd.core import filters
 from pycontainerd.core.content import Descriptor, Info, Status
 from pycontainerd.core.content.adaptors import adapt_info, adapt_status

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pycontainerd.core.content import testsuite
 from pycontainerd.plugins.content.local.store import LocalStore, MemoryLabelStore
 

@@ -3,11 +3,14 @@ locking across store instances, crash leftovers, labels without a label store.""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import stat
 
 import pytest
+
 from pycontainerd.core import errdefs
 from pycontainerd.core.content import Descriptor, Info, digests
 from pycontainerd.plugins.content.local.store import LocalStore, MemoryLabelStore, _parse_ts
@@ -249,3 +252,21 @@ async def test_abort_while_writer_open_makes_commit_fail(tmp_path) -> None:
     with pytest.raises(errdefs.NotFound):
         await w.commit()
     assert [i async for i in store.walk()] == []
+
+
+async def test_cancelled_write_leaves_offset_digest_and_data_consistent(tmp_path) -> None:
+    store = await LocalStore.open(str(tmp_path))
+    w = await store.writer("cancel")
+    big = b"q" * (8 << 20)
+    task = asyncio.create_task(w.write(big))
+    await asyncio.sleep(0.001)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await w.write(b"tail")
+    with open(os.path.join(_ingest_dir(str(tmp_path), "cancel"), "data"), "rb") as f:
+        on_disk = f.read()
+    assert on_disk.endswith(b"tail")
+    assert w.status().offset == len(on_disk)
+    assert w.digest() == digests.from_bytes(on_disk)
+    await w.commit(len(on_disk), digests.from_bytes(on_disk))
