@@ -52,6 +52,10 @@ class LocalSnapshotter:
     def _mounts(self, snap: Snapshot, info: Info) -> list[Mount]:
         raise NotImplementedError
 
+    def _needs_dir(self, kind: Kind, snap: Snapshot) -> bool:
+        """Whether the new snapshot gets a directory of its own."""
+        return True
+
     def _data_path(self, id_: str) -> str:
         """Where the snapshot's own changes live (measured by ``usage``)."""
         return self.snapshot_dir(id_)
@@ -171,16 +175,17 @@ class LocalSnapshotter:
                 except errdefs.ContainerdError as e:
                     raise type(e)(f'failed to {verb} snapshot "{key}": {e}') from e
                 _, info, _ = tx.get_info(key)
-                tmp = tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir)
-                os.chmod(tmp, 0o755)
-                self._populate(tmp, kind, snap, info)
-                path = self.snapshot_dir(snap.id)
-                if os.path.lexists(path):
-                    # left by a crash after a rename whose record never committed
-                    log.warning("removing stale snapshot directory %s", path)
-                    fsutil.remove_all(path)
-                os.rename(tmp, path)
-                tmp = ""
+                if self._needs_dir(kind, snap):
+                    tmp = tempfile.mkdtemp(prefix="new-", dir=self.snapshots_dir)
+                    os.chmod(tmp, 0o755)
+                    self._populate(tmp, kind, snap, info)
+                    path = self.snapshot_dir(snap.id)
+                    if os.path.lexists(path):
+                        # left by a crash after a rename whose record never committed
+                        log.warning("removing stale snapshot directory %s", path)
+                        fsutil.remove_all(path)
+                    os.rename(tmp, path)
+                    tmp = ""
                 mounts = self._mounts(snap, info)
         except BaseException:
             for p in (tmp, path):

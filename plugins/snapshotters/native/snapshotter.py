@@ -36,6 +36,9 @@ class NativeSnapshotter(LocalSnapshotter):
 
         return await asyncio.to_thread(run)
 
+    def _needs_dir(self, kind: Kind, snap: Snapshot) -> bool:
+        return kind is Kind.ACTIVE or not snap.parent_ids
+
     def _populate(self, tmp: str, kind: Kind, snap: Snapshot, info: Info) -> None:
         if kind is Kind.ACTIVE and snap.parent_ids:
             fsutil.copy_dir(self.snapshot_dir(snap.parent_ids[0]), tmp)
