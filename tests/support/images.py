@@ -171,7 +171,11 @@ class Descriptor:
         return self.digest.split(":", 1)[1]
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        out: dict[str, Any] = {
+            "mediaType": self.media_type,
+            "digest": self.digest,
+            "size": self.size,
+        }
         if self.annotations:
             out["annotations"] = dict(self.annotations)
         if self.platform:
@@ -415,9 +419,7 @@ def write_layer_tar(
     elif compression == "zstd":
         import zstandard
 
-        closer = zstandard.ZstdCompressor(level=level or 3).stream_writer(
-            compressed, closefd=False
-        )
+        closer = zstandard.ZstdCompressor(level=level or 3).stream_writer(compressed, closefd=False)
         sink = closer
     elif compression == "none":
         sink = compressed
@@ -445,7 +447,9 @@ class OCILayout:
 
     def __attrs_post_init__(self) -> None:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        (self.root / "oci-layout").write_text(json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}))
+        (self.root / "oci-layout").write_text(
+            json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION})
+        )
 
     def blob_path(self, digest: str) -> Path:
         algo, _, hexd = digest.partition(":")
@@ -527,9 +531,7 @@ class OCILayout:
         )
         return manifest_desc, config_desc
 
-    def add_index(
-        self, manifests: Sequence[Descriptor], *, media_types: str = "oci"
-    ) -> Descriptor:
+    def add_index(self, manifests: Sequence[Descriptor], *, media_types: str = "oci") -> Descriptor:
         index = {
             "schemaVersion": 2,
             "mediaType": _INDEX_TYPES[media_types],
@@ -545,9 +547,7 @@ class OCILayout:
             platform=None,
             annotations={ANNOTATION_IMAGE_NAME: name, ANNOTATION_REF_NAME: ref_tag(name)},
         )
-        self.entries = [
-            e for e in self.entries if e.annotations.get(ANNOTATION_IMAGE_NAME) != name
-        ]
+        self.entries = [e for e in self.entries if e.annotations.get(ANNOTATION_IMAGE_NAME) != name]
         self.entries.append(entry)
         return entry
 
@@ -721,13 +721,19 @@ def write_oci_archive(image: Image, path: Path) -> Path:
     records: list[tuple[str, Callable[[tarfile.TarFile, str], None]]] = [
         ("blobs/", _tar_add_dir),
         ("blobs/sha256/", _tar_add_dir),
-        ("oci-layout", lambda tf, n: _tar_add_bytes(
-            tf, n, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode())),
+        (
+            "oci-layout",
+            lambda tf, n: _tar_add_bytes(
+                tf, n, json.dumps({"imageLayoutVersion": OCI_LAYOUT_VERSION}).encode()
+            ),
+        ),
         ("index.json", lambda tf, n: _tar_add_bytes(tf, n, json.dumps(index).encode())),
     ]
     for desc in image.blobs():
         src = image.blob_path(desc.digest)
-        records.append((f"blobs/sha256/{desc.hex}", lambda tf, n, src=src: _tar_add_file(tf, n, src)))
+        records.append(
+            (f"blobs/sha256/{desc.hex}", lambda tf, n, src=src: _tar_add_file(tf, n, src))
+        )
     records.sort(key=lambda r: r[0])
     path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
@@ -749,9 +755,7 @@ def _decompressed(src: Path, media_type: str, dst: Path) -> None:
             shutil.copyfileobj(f, out, 1 << 20)
 
 
-def write_docker_archive(
-    image: Image, path: Path, repo_tags: Sequence[str] | None = None
-) -> Path:
+def write_docker_archive(image: Image, path: Path, repo_tags: Sequence[str] | None = None) -> Path:
     """A ``docker save`` archive: ``manifest.json``, ``repositories``, ``<config hex>.json`` and
     ``<layer id>/{VERSION,json,layer.tar}`` with uncompressed layer tars."""
     tags = list(repo_tags) if repo_tags is not None else [familiar_name(image.name)]
@@ -774,9 +778,10 @@ def write_docker_archive(
         repo, _, tag = t.rpartition(":") if ":" in t.rsplit("/", 1)[-1] else (t, "", "latest")
         repositories.setdefault(repo, {})[tag] = layer_ids[-1] if layer_ids else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, tarfile.open(
-        path, "w", format=tarfile.PAX_FORMAT
-    ) as tf:
+    with (
+        tempfile.TemporaryDirectory(dir=path.parent) as tmp,
+        tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf,
+    ):
         prev = ""
         for la, lid in zip(image.layers, layer_ids, strict=True):
             _tar_add_dir(tf, f"{lid}/")
@@ -928,8 +933,9 @@ def _cached(
 ) -> Image:
     base = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(
-        json.dumps({"kind": kind, "src": _source_key(), **params}, sort_keys=True, default=str)
-        .encode()
+        json.dumps(
+            {"kind": kind, "src": _source_key(), **params}, sort_keys=True, default=str
+        ).encode()
     ).hexdigest()[:16]
     final = base / f"{kind}-{key}"
     meta = final / "image.json"
@@ -953,19 +959,93 @@ def _cached(
 
 BUSYBOX = "/bin/busybox"
 BUSYBOX_APPLETS = (
-    "sh", "ash", "echo", "cat", "ls", "sleep", "true", "false", "env", "id", "hostname",
-    "wget", "nc", "top", "ps", "mkdir", "touch", "rm", "rmdir", "cp", "mv", "ln", "chmod",
-    "chown", "grep", "sed", "awk", "head", "tail", "wc", "sort", "uniq", "printf", "test",
-    "[", "kill", "mount", "umount", "ip", "ifconfig", "ping", "date", "uname", "whoami",
-    "pwd", "readlink", "stat", "df", "du", "find", "xargs", "tee", "tr", "cut", "seq", "yes",
-    "nslookup", "netstat", "dd", "sync", "which", "basename", "dirname", "expr", "md5sum",
-    "sha256sum", "hexdump", "od", "free", "uptime", "dmesg", "httpd", "tar", "gzip", "timeout",
-    "nproc", "mktemp", "realpath", "vi", "less", "more", "diff", "setsid", "usleep", "nsenter",
+    "sh",
+    "ash",
+    "echo",
+    "cat",
+    "ls",
+    "sleep",
+    "true",
+    "false",
+    "env",
+    "id",
+    "hostname",
+    "wget",
+    "nc",
+    "top",
+    "ps",
+    "mkdir",
+    "touch",
+    "rm",
+    "rmdir",
+    "cp",
+    "mv",
+    "ln",
+    "chmod",
+    "chown",
+    "grep",
+    "sed",
+    "awk",
+    "head",
+    "tail",
+    "wc",
+    "sort",
+    "uniq",
+    "printf",
+    "test",
+    "[",
+    "kill",
+    "mount",
+    "umount",
+    "ip",
+    "ifconfig",
+    "ping",
+    "date",
+    "uname",
+    "whoami",
+    "pwd",
+    "readlink",
+    "stat",
+    "df",
+    "du",
+    "find",
+    "xargs",
+    "tee",
+    "tr",
+    "cut",
+    "seq",
+    "yes",
+    "nslookup",
+    "netstat",
+    "dd",
+    "sync",
+    "which",
+    "basename",
+    "dirname",
+    "expr",
+    "md5sum",
+    "sha256sum",
+    "hexdump",
+    "od",
+    "free",
+    "uptime",
+    "dmesg",
+    "httpd",
+    "tar",
+    "gzip",
+    "timeout",
+    "nproc",
+    "mktemp",
+    "realpath",
+    "vi",
+    "less",
+    "more",
+    "diff",
+    "setsid",
+    "usleep",
+    "nsenter",
 )
-ETC_PASSWD = (
-    "root:x:0:0:root:/root:/bin/sh\n"
-    "nobody:x:65534:65534:nobody:/home:/bin/false\n"
-)
+ETC_PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
 ETC_GROUP = "root:x:0:\nnobody:x:65534:\n"
 
 
@@ -1014,8 +1094,11 @@ def busybox_image(
         )
 
     params = {
-        "name": normalize_name(name), "compression": compression, "media_types": media_types,
-        "extra": _tree_key(extra), "config": config,
+        "name": normalize_name(name),
+        "compression": compression,
+        "media_types": media_types,
+        "extra": _tree_key(extra),
+        "config": config,
         "busybox": hashlib.sha256(Path(BUSYBOX).read_bytes()).hexdigest(),
     }
     return _cached(cache_dir, "busybox", params, build)
@@ -1099,8 +1182,11 @@ def layered_image(
         )
 
     params = {
-        "name": normalize_name(name), "layers": [_tree_key(t) for t in layers],
-        "config": config, "compression": compression, "media_types": media_types,
+        "name": normalize_name(name),
+        "layers": [_tree_key(t) for t in layers],
+        "config": config,
+        "compression": compression,
+        "media_types": media_types,
     }
     return _cached(cache_dir, "layered", params, build)
 
@@ -1127,9 +1213,7 @@ def multiplatform_image(
             layers: list[Layer] = []
             if format_platform(plat) == host:
                 layers.append(layout.add_layer(busybox_tree(), media_types=media_types))
-            layers.append(
-                layout.add_layer({"etc/platform": spec + "\n"}, media_types=media_types)
-            )
+            layers.append(layout.add_layer({"etc/platform": spec + "\n"}, media_types=media_types))
             m, c = layout.add_manifest(layers, platform=plat, media_types=media_types)
             descs.append(m)
             parts = (m, c, tuple(layers))
@@ -1141,12 +1225,21 @@ def multiplatform_image(
         layout.save()
         m, c, ls = host_parts or first  # type: ignore[misc]
         return Image(
-            name=normalize_name(name), layout=layout.root, target=index, manifest=m, config=c,
-            layers=ls, manifests=tuple(descs),
+            name=normalize_name(name),
+            layout=layout.root,
+            target=index,
+            manifest=m,
+            config=c,
+            layers=ls,
+            manifests=tuple(descs),
         )
 
-    params = {"name": normalize_name(name), "platforms": list(platforms),
-              "media_types": media_types, "host": host}
+    params = {
+        "name": normalize_name(name),
+        "platforms": list(platforms),
+        "media_types": media_types,
+        "host": host,
+    }
     return _cached(cache_dir, "multi", params, build)
 
 
@@ -1161,14 +1254,18 @@ def large_image(
     level: int | None = 1,
 ) -> Image:
     """N layers, each one file ``/data/layer-NNN.bin`` of the given size (random, or 16-letter
-    text that gzip shrinks by about 40%), for benchmarks. Built streaming; gzip level 1 by default (speed)."""
+    text that gzip shrinks by about 40%), for benchmarks. Built streaming; gzip level 1 by
+    default (speed)."""
 
     def build(layout_dir: Path) -> Image:
         layout = OCILayout(layout_dir)
         layers = [
             layout.add_layer(
-                {f"data/layer-{i:03d}.bin": BigFile(size=size, seed=seed + i,
-                                                     compressible=compressible)},
+                {
+                    f"data/layer-{i:03d}.bin": BigFile(
+                        size=size, seed=seed + i, compressible=compressible
+                    )
+                },
                 compression=compression,
                 level=level,
             )
@@ -1177,10 +1274,21 @@ def large_image(
         m, c = layout.add_manifest(layers, config={"Env": [DEFAULT_PATH_ENV]})
         layout.tag(m, name)
         layout.save()
-        return Image(name=normalize_name(name), layout=layout.root, target=m, manifest=m,
-                     config=c, layers=tuple(layers))
+        return Image(
+            name=normalize_name(name),
+            layout=layout.root,
+            target=m,
+            manifest=m,
+            config=c,
+            layers=tuple(layers),
+        )
 
-    params = {"name": normalize_name(name), "sizes": list(layer_sizes),
-              "compressible": compressible, "compression": compression, "seed": seed,
-              "level": level}
+    params = {
+        "name": normalize_name(name),
+        "sizes": list(layer_sizes),
+        "compressible": compressible,
+        "compression": compression,
+        "seed": seed,
+        "level": level,
+    }
     return _cached(cache_dir, "large", params, build)
