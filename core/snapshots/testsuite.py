@@ -252,7 +252,7 @@ async def layer_chain_shows_added_changed_and_deleted_files(env: Env) -> None:
     await _committed(sn, "l3", "l2", {"d": None, "b": b"b3", "link": ("symlink", "a")})
     await _committed(sn, "l4", "l3", {"d": DIR, "d/z": b"z4", "c": None})
 
-    want = {
+    want: dict[str, dict[str, Any]] = {
         "l1": {"a": b"a1", "b": b"b1", "d": DIR, "d/x": b"x1", "d/y": b"y1", "keep": b"k"},
         "l2": {"a": b"a2", "c": b"c2", "d": DIR, "d/y": b"y1", "keep": b"k"},
         "l3": {"a": b"a2", "b": b"b3", "c": b"c2", "keep": b"k", "link": ("symlink", "a")},

@@ -30,7 +30,7 @@ class NativeSnapshotter(LocalSnapshotter):
         leftovers."""
 
         def run() -> NativeSnapshotter:
-            sn = cls(root, cls._open_store(root))
+            sn = cls(root=root, ms=cls._open_store(root))
             sn.cleanup_sync()
             return sn
 

@@ -90,8 +90,8 @@ class OverlaySnapshotter(LocalSnapshotter):
             ):
                 options.append("index=off")
             sn = cls(
-                root,
-                cls._open_store(root),
+                root=root,
+                ms=cls._open_store(root),
                 sync_remove=sync_remove,
                 upperdir_label=upperdir_label,
                 mount_options=tuple(options),
