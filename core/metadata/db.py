@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
@@ -170,6 +169,10 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
         );
         CREATE INDEX snapshots_parent ON snapshots(namespace, snapshotter, parent);
         CREATE INDEX snapshots_backend ON snapshots(snapshotter, backend_key);
+        CREATE TABLE sequences (
+            name TEXT PRIMARY KEY,
+            value INTEGER NOT NULL
+        );
         """
     )
 
@@ -223,6 +226,9 @@ class Tx:
     writable: bool
     #: Deletions in this transaction that may leave garbage (added to ``DB.dirty`` on commit).
     dirty: int = 0
+    #: Backends with removed records, to clean after the next garbage collection.
+    dirty_content: bool = False
+    dirty_snapshotters: set[str] = attrs.Factory(set)
 
     def execute(self, sql: str, params: tuple[Any, ...] | Mapping[str, Any] = ()) -> sqlite3.Cursor:
         if not self.writable and not sql.lstrip().upper().startswith(("SELECT", "WITH")):
@@ -236,8 +242,24 @@ class Tx:
         row: sqlite3.Row | None = self.conn.execute(sql, params).fetchone()
         return row
 
-    def mark_dirty(self, n: int = 1) -> None:
+    def mark_dirty(self, n: int = 1, *, content: bool = False, snapshotter: str = "") -> None:
+        """Record a deletion; ``content``/``snapshotter`` name the backend that may now hold
+        something unreferenced."""
         self.dirty += n
+        self.dirty_content = self.dirty_content or content
+        if snapshotter:
+            self.dirty_snapshotters.add(snapshotter)
+
+    def next_sequence(self, name: str) -> int:
+        """The next number of the named counter (1, 2, ...), as bbolt's NextSequence."""
+        self.execute(
+            "INSERT INTO sequences(name, value) VALUES (?, 1) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+        row = self.one("SELECT value FROM sequences WHERE name = ?", (name,))
+        assert row is not None
+        return int(row["value"])
 
     def ensure_namespace(self, namespace: str) -> None:
         """Objects created in a namespace bring the namespace into existence, as in containerd."""
@@ -253,9 +275,12 @@ class DB:
     publisher: Publisher | None = None
     #: Deletions since the last garbage collection (containerd's ``dirty``).
     dirty: int = 0
+    #: Backends to clean after the next collection. Both start "everything", so the first
+    #: collection after start also removes what a crash left in the backends unrecorded.
+    dirty_content: bool = True
+    dirty_snapshotters: set[str] | None = None
     _executor: concurrent.futures.ThreadPoolExecutor | None = None
     _conn: sqlite3.Connection | None = None
-    _thread_ident: int | None = None
     _mutation_callbacks: list[Callable[[bool], None]] = attrs.Factory(list)
 
     @classmethod
@@ -275,7 +300,6 @@ class DB:
         return db
 
     def _open_sync(self) -> None:
-        self._thread_ident = threading.get_ident()
         parent = os.path.dirname(self.path)
         if parent:
             os.makedirs(parent, mode=0o711, exist_ok=True)
@@ -327,7 +351,7 @@ class DB:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn)
 
-    def _run(self, fn: Callable[[Tx], T], writable: bool) -> tuple[T, int]:
+    def _run(self, fn: Callable[[Tx], T], writable: bool) -> tuple[T, Tx]:
         conn = self._conn
         if conn is None:
             raise errdefs.FailedPrecondition(f"metadata database {self.path} is closed")
@@ -339,7 +363,13 @@ class DB:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
-        return result, tx.dirty
+        return result, tx
+
+    def _merge(self, tx: Tx) -> None:
+        self.dirty += tx.dirty
+        self.dirty_content = self.dirty_content or tx.dirty_content
+        if self.dirty_snapshotters is not None:
+            self.dirty_snapshotters |= tx.dirty_snapshotters
 
     async def view(self, fn: Callable[[Tx], T]) -> T:
         """Run ``fn`` in a read-only transaction on the database thread."""
@@ -353,31 +383,10 @@ class DB:
 
         If the awaiting task is cancelled, the transaction still completes on the thread.
         """
-        result, dirty = await self._submit(lambda: self._run(fn, True))
-        if dirty:
-            self.dirty += dirty
+        result, tx = await self._submit(lambda: self._run(fn, True))
+        self._merge(tx)
         self._notify()
         return result
-
-    def run_sync(self, fn: Callable[[Tx], T], *, writable: bool = True) -> T:
-        """Run a transaction from the database thread itself (e.g. inside garbage collection);
-        anywhere else use :meth:`view`/:meth:`update`."""
-        if threading.get_ident() != self._thread_ident:
-            raise errdefs.Internal("run_sync called off the metadata database thread")
-        result, dirty = self._run(fn, writable)
-        self.dirty += dirty
-        return result
-
-    async def call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` on the database thread, outside any transaction (for garbage
-        collection, which manages its own transaction)."""
-
-        def run() -> T:
-            if self._conn is None:
-                raise errdefs.FailedPrecondition(f"metadata database {self.path} is closed")
-            return fn(self._conn)
-
-        return await self._submit(run)
 
     def _notify(self) -> None:
         dirty = self.dirty > 0
