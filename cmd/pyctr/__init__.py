@@ -1,0 +1,1 @@
+"""``pyctr``: a ctr-like client for pycontainerd (and containerd)."""

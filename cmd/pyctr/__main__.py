@@ -1,0 +1,5 @@
+import sys
+
+from pycontainerd.cmd.pyctr.app import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""pyctr's command line: global flags, then one subcommand module per object kind."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from pycontainerd.cmd.pyctr import commands
+from pycontainerd.core import errdefs, namespaces
+
+DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pyctr", description="pycontainerd command line client")
+    p.add_argument("-a", "--address",
+                   default=os.environ.get("PYCONTAINERD_ADDRESS")
+                   or os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS,
+                   help="address of the daemon's gRPC socket")
+    p.add_argument("-n", "--namespace", default=namespaces.default_from_env(),
+                   help="namespace to use (env CONTAINERD_NAMESPACE)")
+    p.add_argument("--timeout", type=float, default=0.0,
+                   help="total timeout for each call, in seconds (0: none)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for mod in commands.MODULES:
+        mod.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except errdefs.ContainerdError as e:
+        print(f"pyctr: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

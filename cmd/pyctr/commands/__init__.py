@@ -1,0 +1,3 @@
+from pycontainerd.cmd.pyctr.commands import plugins, version
+
+MODULES = [version, plugins]
