@@ -12,8 +12,10 @@ fi
 
 bash "$REPO/scripts/setup.sh"
 
+# -P: do not put the repository root on sys.path. The source folders sit there (cmd/, api/,
+# core/, ...) and cmd/ would shadow the standard library's cmd module (pdb imports it).
 set +e
-"$REPO/.venv/bin/python" -m pytest "$@"
+"$REPO/.venv/bin/python" -P -m pytest "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then
