@@ -1,0 +1,3 @@
+"""An example third-party pycontainerd plugin package."""
+
+__version__ = "0.1.0"
