@@ -1,9 +1,9 @@
-"""Packaging glue: the folders api/, core/, plugins/ and cmd/ stay at the repository root
-and install as pycontainerd.api, pycontainerd.core, pycontainerd.plugins, pycontainerd.cmd."""
+"""Packaging glue: the folders api/, core/, plugins/ and cli/ stay at the repository root
+and install as pycontainerd.api, pycontainerd.core, pycontainerd.plugins, pycontainerd.cli."""
 
 from setuptools import find_packages, setup
 
-_ROOTS = ("api", "core", "plugins", "cmd")
+_ROOTS = ("api", "core", "plugins", "cli")
 
 packages = ["pycontainerd"]
 package_dir = {"pycontainerd": "pycontainerd"}

@@ -6,17 +6,12 @@ must import nothing heavy at import time.
 
 from __future__ import annotations
 
-import importlib.util
-
-_CANDIDATES = [
+MODULES = [
     "pycontainerd.plugins.warning.plugin",
     "pycontainerd.plugins.events.plugin",
     "pycontainerd.plugins.content.local.plugin",
     "pycontainerd.plugins.snapshotters.native.plugin",
     "pycontainerd.plugins.snapshotters.overlayfs.plugin",
-    "pycontainerd.plugins.metadata.plugin",
-    "pycontainerd.plugins.gc.plugin",
-    "pycontainerd.plugins.leases.plugin",
     "pycontainerd.plugins.services.introspection.plugin",
     "pycontainerd.plugins.services.version.plugin",
     "pycontainerd.plugins.services.healthcheck.plugin",
@@ -25,12 +20,5 @@ _CANDIDATES = [
 
 
 def modules() -> list[str]:
-    """The built-in modules present in this installation."""
-    out = []
-    for name in _CANDIDATES:
-        try:
-            if importlib.util.find_spec(name) is not None:
-                out.append(name)
-        except ModuleNotFoundError:
-            continue
-    return out
+    """The built-in plugin modules, in registration order."""
+    return list(MODULES)

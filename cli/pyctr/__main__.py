@@ -1,5 +1,5 @@
 import sys
 
-from pycontainerd.cmd.pyctr.app import main
+from pycontainerd.cli.pyctr.app import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from pycontainerd.cmd.pyctr import commands
+from pycontainerd.cli.pyctr import commands
 from pycontainerd.core import errdefs, namespaces
 
 DEFAULT_ADDRESS = "/run/pycontainerd/pycontainerd.sock"

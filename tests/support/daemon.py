@@ -60,7 +60,7 @@ class Daemon:
         return [
             sys.executable,
             "-m",
-            "pycontainerd.cmd.daemon",
+            "pycontainerd.cli.daemon",
             "--config",
             str(self.config_path),
             "--root",
@@ -131,7 +131,7 @@ class Daemon:
 
     def pyctr(self, *args: str, check: bool = True, timeout: float = 60.0,
               env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "pycontainerd.cmd.pyctr", "--address", self.address, *args]
+        cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", self.address, *args]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                              env={**self.env, **(env or {})})
         if check and res.returncode != 0:

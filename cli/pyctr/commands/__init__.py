@@ -1,3 +1,3 @@
-from pycontainerd.cmd.pyctr.commands import plugins, version
+from pycontainerd.cli.pyctr.commands import plugins, version
 
 MODULES = [version, plugins]

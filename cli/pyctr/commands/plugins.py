@@ -8,8 +8,8 @@ from pycontainerd.api.containerd.services.introspection.v1 import (
 from pycontainerd.api.containerd.services.introspection.v1 import (
     introspection_pb2_grpc as pb_grpc,
 )
-from pycontainerd.cmd.pyctr.client import Client, call
-from pycontainerd.cmd.pyctr.table import print_table
+from pycontainerd.cli.pyctr.client import Client, call
+from pycontainerd.cli.pyctr.table import print_table
 from pycontainerd.core import errdefs
 
 

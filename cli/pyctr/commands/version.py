@@ -6,7 +6,7 @@ from google.protobuf import empty_pb2
 
 import pycontainerd
 from pycontainerd.api.containerd.services.version.v1 import version_pb2_grpc
-from pycontainerd.cmd.pyctr.client import Client, call
+from pycontainerd.cli.pyctr.client import Client, call
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
