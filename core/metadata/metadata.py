@@ -8,7 +8,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import attrs
 
@@ -65,6 +65,9 @@ class Metadata:
         for name, sn in (snapshotters or {}).items():
             m.snapshotters[name] = Snapshotter(db, name, sn)
         return m
+
+    def register_mutation_callback(self, fn: Callable[[bool], None]) -> None:
+        self.db.register_mutation_callback(fn)
 
     def snapshotter(self, name: str) -> Snapshotter | None:
         return self.snapshotters.get(name)
