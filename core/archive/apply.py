@@ -65,7 +65,7 @@ OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque"
 MAX_SYMLINKS = 40
 
 _COPY_BUF = 1 << 20
-_TAR_BUFSIZE = 1 << 20
+_TAR_BUFSIZE = 1 << 18
 _MAX_DEV = (1 << 32) - 1
 _NS_LIMIT = 1 << 62
 
@@ -303,10 +303,12 @@ class _SimTree:
 
     def remove(self, rel: str) -> None:
         """Remove ``rel`` and everything below it, on disk or made by this layer."""
+        was_dir = self.kind(rel)[0] == _DIR
         self._hidden.add(rel)
-        prefix = rel + "/"
-        for key in [k for k in self._made if k.startswith(prefix)]:
-            del self._made[key]
+        if was_dir:
+            prefix = rel + "/"
+            for key in [k for k in self._made if k.startswith(prefix)]:
+                del self._made[key]
         self._made[rel] = (_ABSENT, None)
 
 
