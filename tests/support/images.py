@@ -869,8 +869,17 @@ def validate_layout(root: str | os.PathLike[str]) -> list[Descriptor]:
 def validate_oci_archive(path: str | os.PathLike[str]) -> list[Descriptor]:
     """Extract an OCI archive to a temporary directory and :func:`validate_layout` it."""
     with tempfile.TemporaryDirectory() as tmp, tarfile.open(path) as tf:
-        tf.extractall(tmp, filter="data")
+        extract_all(tf, tmp, trusted=False)
         return validate_layout(tmp)
+
+
+def extract_all(tf: tarfile.TarFile, dest: str | os.PathLike[str], *, trusted: bool) -> None:
+    """``tf.extractall`` with an extraction filter where this Python has them (3.11.4+; Debian
+    12 ships 3.11.2): ``trusted`` keeps modes and ownership (a rootfs), else the "data" filter."""
+    if hasattr(tarfile, "data_filter"):
+        tf.extractall(dest, filter="fully_trusted" if trusted else "data")
+    else:
+        tf.extractall(dest)
 
 
 # --- rootfs helpers -------------------------------------------------------------------------------
