@@ -3,7 +3,8 @@
 # Idempotent: a second run installs nothing and only prints what it found.
 #   - Debian packages: runc, containerd (ctr and its shim; the daemon is not started),
 #     CNI plugins, docker-registry, busybox-static, umoci, iproute2, gcc, libc6-dev, python3-venv
-#   - .venv in the repository with the package installed editable: pip install -e '.[test]'
+#   - .venv in the repository with the package installed editable: pip install -e '.[test,dev]'
+#     (dev too: the api tests regenerate protobuf code with grpcio-tools). EXTRAS overrides.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,7 +76,8 @@ fi
 
 # Stamp keyed by pyproject.toml + setup.py and the interpreter: reinstall when either changes
 # or when the package is not importable from this checkout.
-key="$(cat pyproject.toml setup.py 2>/dev/null | sha256sum | cut -d' ' -f1)-$("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
+EXTRAS="${EXTRAS:-test,dev}"
+key="$EXTRAS-$(cat pyproject.toml setup.py 2>/dev/null | sha256sum | cut -d' ' -f1)-$("$VENV/bin/python" -c 'import sys; print(sys.version.split()[0])')"
 stamp="$VENV/.pycontainerd-setup-stamp"
 installed_here() {
     "$VENV/bin/python" - "$REPO" <<'PY' >/dev/null 2>&1
@@ -85,10 +87,10 @@ sys.exit(0 if os.path.realpath(pycontainerd.core.__file__).startswith(repo + os.
 PY
 }
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$key" ] && installed_here; then
-    say "pip: pycontainerd[test] already installed (pyproject unchanged)"
+    say "pip: pycontainerd[$EXTRAS] already installed (pyproject unchanged)"
 else
-    say "pip: installing -e '.[test]' into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+    say "pip: installing -e '.[$EXTRAS]' into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[$EXTRAS]"
     echo "$key" >"$stamp"
 fi
 
