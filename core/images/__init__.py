@@ -1,0 +1,1 @@
+"""Image objects: media types (and, later, the image store contract and helpers)."""
