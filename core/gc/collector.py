@@ -159,7 +159,7 @@ class _Graph:
         for (ns, dgst), labels in self.content.items():
             if labels.get(LABEL_GC_ROOT):
                 yield Node(CONTENT, ns, dgst)
-        for (ns, cid) in self.containers:
+        for ns, cid in self.containers:
             yield Node(CONTAINER, ns, cid)
         for (ns, key), (_, labels) in self.snapshots.items():
             if labels.get(LABEL_GC_ROOT):
@@ -175,10 +175,10 @@ class _Graph:
             if labels:
                 yield from label_refs(ns, labels)
         elif base == SNAPSHOT:
-            snap = self.snapshots.get((ns, key))
-            if snap is None:
+            record = self.snapshots.get((ns, key))
+            if record is None:
                 return
-            parent, labels = snap
+            parent, labels = record
             if parent:
                 snapshotter = key.split("/", 1)[0]
                 yield Node(node.type, ns, f"{snapshotter}/{parent}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -24,11 +26,10 @@ from pycontainerd.core.metadata.validation import validate_identifier, validate_
 TypedValue = tuple[str, bytes]
 
 
-def _typed(value: object) -> TypedValue | None:
+def _typed(value: Any) -> TypedValue | None:
     if value is None:
         return None
-    type_url, data = value  # type: ignore[misc]
-    return (str(type_url), bytes(data))
+    return (str(value[0]), bytes(value[1]))
 
 
 def _extensions(value: Mapping[str, TypedValue] | None) -> dict[str, TypedValue]:
@@ -207,20 +208,18 @@ class ContainerStore:
         namespace = namespaces.required()
 
         def fn(tx: Tx) -> Container:
-            row = tx.one(
-                "SELECT * FROM containers WHERE namespace = ? AND id = ?", (namespace, id)
-            )
+            row = tx.one("SELECT * FROM containers WHERE namespace = ? AND id = ?", (namespace, id))
             if row is None:
                 raise errdefs.NotFound(f"container {id!r} in namespace {namespace!r}: not found")
             return _read(tx, namespace, row)
 
         return await self._db.view(fn)
 
-    async def list(self, filters_: Sequence[str] = ()) -> list[Container]:
+    async def list(self, filters_: Sequence[str] = ()) -> builtins.list[Container]:
         namespace = namespaces.required()
         flt = filters.parse_all(list(filters_))
 
-        def fn(tx: Tx) -> list[Container]:
+        def fn(tx: Tx) -> builtins.list[Container]:
             rows = tx.all("SELECT * FROM containers WHERE namespace = ? ORDER BY id", (namespace,))
             return [_read(tx, namespace, r) for r in rows]
 
@@ -279,7 +278,7 @@ class ContainerStore:
                     raise errdefs.InvalidArgument("container.runtime.name field is immutable")
             labels = dict(current.labels)
             extensions = dict(current.extensions)
-            changes: dict[str, object] = {}
+            changes: dict[str, Any] = {}
             for path in paths:
                 if path.startswith("labels."):
                     _set_key(labels, path[len("labels.") :], container.labels)  # type: ignore[arg-type]

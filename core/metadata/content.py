@@ -125,7 +125,12 @@ class ContentStore:
             )
             tx.execute(
                 "UPDATE content SET labels = ?, updated_at = ? WHERE namespace = ? AND digest = ?",
-                (labels_to_db(updated.labels), ts_to_db(updated.updated_at), namespace, info.digest),
+                (
+                    labels_to_db(updated.labels),
+                    ts_to_db(updated.updated_at),
+                    namespace,
+                    info.digest,
+                ),
             )
             return updated
 
@@ -160,7 +165,9 @@ class ContentStore:
 
         async with self._lock.read():
             await self._db.update(fn)
-        await self._db.publish(namespace, events.TOPIC_CONTENT_DELETE, events.ContentDelete(digest=dgst))
+        await self._db.publish(
+            namespace, events.TOPIC_CONTENT_DELETE, events.ContentDelete(digest=dgst)
+        )
 
     async def reader_at(self, desc: Descriptor) -> ReaderAt:
         await self.info(desc.digest)  # NotFound unless visible in this namespace
@@ -323,7 +330,9 @@ class ContentStore:
                 return blobs, refs
 
             seen_blobs, seen_refs = await self._db.view(fn)
-            doomed = [info.digest async for info in self.backend.walk() if info.digest not in seen_blobs]
+            doomed = [
+                info.digest async for info in self.backend.walk() if info.digest not in seen_blobs
+            ]
             for dgst in doomed:
                 try:
                     await self.backend.delete(dgst)

@@ -173,7 +173,7 @@ def _migrate_1(conn: sqlite3.Connection) -> None:
             name TEXT PRIMARY KEY,
             value INTEGER NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -200,9 +200,7 @@ def ts_to_db(t: datetime.datetime) -> int:
 def ts_from_db(v: int | None) -> datetime.datetime | None:
     if v is None:
         return None
-    return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
-        microseconds=v
-    )
+    return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(microseconds=v)
 
 
 def labels_to_db(labels: Mapping[str, str] | None) -> str:

@@ -7,6 +7,7 @@ Non-expired images are garbage collection roots; with a lease in the context, an
 
 from __future__ import annotations
 
+import builtins
 import datetime
 from collections.abc import Mapping, Sequence
 
@@ -143,11 +144,13 @@ class ImageStore:
 
         return await self._db.view(fn)
 
-    async def list(self, filters_: Sequence[str] = ()) -> list[Image]:
+    async def list(self, filters_: Sequence[str] = ()) -> builtins.list[Image]:
         namespace = namespaces.required()
         flt = filters.parse_all(list(filters_))
         rows = await self._db.view(
-            lambda tx: tx.all("SELECT * FROM images WHERE namespace = ? ORDER BY name", (namespace,))
+            lambda tx: tx.all(
+                "SELECT * FROM images WHERE namespace = ? ORDER BY name", (namespace,)
+            )
         )
         return [i for i in map(_read, rows) if flt.match(adapt_image(i))]
 

@@ -3,6 +3,7 @@ current lease inside their own transaction."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 
 import attrs
@@ -21,6 +22,7 @@ from pycontainerd.core.metadata.db import (
     ts_to_db,
 )
 from pycontainerd.core.metadata.validation import check_map, validate_labels
+
 
 def _lease_exists(tx: Tx, namespace: str, lease_id: str) -> bool:
     return (
@@ -116,7 +118,9 @@ class LeaseManager:
             )
 
         await self._db.update(fn)
-        return Lease(id=id, created_at=created, labels={k: v for k, v in (labels or {}).items() if v})
+        return Lease(
+            id=id, created_at=created, labels={k: v for k, v in (labels or {}).items() if v}
+        )
 
     async def get(self, id: str) -> Lease:  # noqa: A002
         namespace = namespaces.required()
@@ -140,7 +144,7 @@ class LeaseManager:
 
         await self._db.update(fn)
 
-    async def list(self, filters_: list[str] | None = None) -> list[Lease]:
+    async def list(self, filters_: list[str] | None = None) -> builtins.list[Lease]:
         namespace = namespaces.required()
         flt = filters.parse_all(list(filters_ or []))
         rows = await self._db.view(
@@ -172,14 +176,15 @@ class LeaseManager:
 
         await self._db.update(fn)
 
-    async def list_resources(self, lease_id: str) -> list[Resource]:
+    async def list_resources(self, lease_id: str) -> builtins.list[Resource]:
         namespace = namespaces.required()
 
-        def fn(tx: Tx) -> list[Resource]:
+        def fn(tx: Tx) -> builtins.list[Resource]:
             if not _lease_exists(tx, namespace, lease_id):
                 raise errdefs.NotFound(f"lease {lease_id!r}: not found")
             rows = tx.all(
-                "SELECT kind, snapshotter, id FROM lease_resources WHERE namespace = ? AND lease = ?",
+                "SELECT kind, snapshotter, id FROM lease_resources "
+                "WHERE namespace = ? AND lease = ?",
                 (namespace, lease_id),
             )
             order = {"content": 0, "images": 1, "ingests": 2, "snapshots": 3}

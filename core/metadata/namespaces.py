@@ -72,7 +72,9 @@ class NamespaceStore:
 
         await self._db.update(fn)
         await self._db.publish(
-            name, events.TOPIC_NAMESPACE_CREATE, events.NamespaceCreate(name=name, labels=dict(labels or {}))
+            name,
+            events.TOPIC_NAMESPACE_CREATE,
+            events.NamespaceCreate(name=name, labels=dict(labels or {})),
         )
 
     async def get(self, name: str) -> dict[str, str]:
@@ -93,7 +95,9 @@ class NamespaceStore:
                 labels[key] = value
             else:
                 labels.pop(key, None)
-            tx.execute("UPDATE namespaces SET labels = ? WHERE name = ?", (labels_to_db(labels), name))
+            tx.execute(
+                "UPDATE namespaces SET labels = ? WHERE name = ?", (labels_to_db(labels), name)
+            )
 
         await self._db.update(fn)
 
@@ -142,4 +146,6 @@ class NamespaceStore:
             tx.execute("DELETE FROM namespaces WHERE name = ?", (name,))
 
         await self._db.update(fn)
-        await self._db.publish(name, events.TOPIC_NAMESPACE_DELETE, events.NamespaceDelete(name=name))
+        await self._db.publish(
+            name, events.TOPIC_NAMESPACE_DELETE, events.NamespaceDelete(name=name)
+        )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import datetime
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -27,11 +29,10 @@ from pycontainerd.core.metadata.db import (
 from pycontainerd.core.metadata.validation import validate_identifier, validate_labels
 
 
-def _typed(value: object) -> TypedValue | None:
+def _typed(value: Any) -> TypedValue | None:
     if value is None:
         return None
-    type_url, data = value  # type: ignore[misc]
-    return (str(type_url), bytes(data))
+    return (str(value[0]), bytes(value[1]))
 
 
 def _extensions(value: Mapping[str, TypedValue] | None) -> dict[str, TypedValue]:
@@ -161,11 +162,11 @@ class SandboxStore:
 
         return await self._db.view(fn)
 
-    async def list(self, filters_: Sequence[str] = ()) -> list[Sandbox]:
+    async def list(self, filters_: Sequence[str] = ()) -> builtins.list[Sandbox]:
         namespace = namespaces.required()
         flt = filters.parse_all(list(filters_))
 
-        def fn(tx: Tx) -> list[Sandbox]:
+        def fn(tx: Tx) -> builtins.list[Sandbox]:
             rows = tx.all("SELECT * FROM sandboxes WHERE namespace = ? ORDER BY id", (namespace,))
             return [_read(tx, namespace, r) for r in rows]
 
@@ -190,7 +191,7 @@ class SandboxStore:
                     raise errdefs.InvalidArgument("sandbox.runtime.name field is immutable")
             labels = dict(current.labels)
             extensions = dict(current.extensions)
-            changes: dict[str, object] = {}
+            changes: dict[str, Any] = {}
             for path in paths:
                 if path.startswith("labels."):
                     key = path[len("labels.") :]
@@ -229,7 +230,9 @@ class SandboxStore:
         namespace = namespaces.required()
 
         def fn(tx: Tx) -> None:
-            cur = tx.execute("DELETE FROM sandboxes WHERE namespace = ? AND id = ?", (namespace, id))
+            cur = tx.execute(
+                "DELETE FROM sandboxes WHERE namespace = ? AND id = ?", (namespace, id)
+            )
             if cur.rowcount == 0:
                 raise errdefs.NotFound(f"failed to delete sandbox {id!r}: not found")
             write_extensions(tx, namespace, "sandbox", id, {})

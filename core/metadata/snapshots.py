@@ -251,7 +251,9 @@ class Snapshotter:
                         await self.backend.remove(created)
                     except Exception as exc:  # noqa: BLE001 - garbage collection will retry
                         log.error(
-                            "failed to clean up unreferenced snapshot %s: %s", created, exc,
+                            "failed to clean up unreferenced snapshot %s: %s",
+                            created,
+                            exc,
                             extra={"snapshotter": self.name},
                         )
                 raise rerr

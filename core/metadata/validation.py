@@ -23,9 +23,7 @@ def validate_identifier(id_: str) -> None:
             f"identifier {id_!r} greater than maximum length ({MAX_IDENTIFIER_LENGTH} characters)"
         )
     if not _IDENTIFIER.match(id_):
-        raise errdefs.InvalidArgument(
-            f"identifier {id_!r} must match {_IDENTIFIER.pattern}"
-        )
+        raise errdefs.InvalidArgument(f"identifier {id_!r} must match {_IDENTIFIER.pattern}")
 
 
 def validate_label(key: str, value: str) -> None:

@@ -113,7 +113,9 @@ class Scheduler:
                         next_at is None
                         and (
                             (self.deletion_threshold == 0 and deletions > 0)
-                            or (self.mutation_threshold > 0 and mutations >= self.mutation_threshold)
+                            or (
+                                self.mutation_threshold > 0 and mutations >= self.mutation_threshold
+                            )
                         )
                     )
                 ):
@@ -132,7 +134,11 @@ class Scheduler:
             except Exception as exc:
                 log.error("garbage collection failed: %s", exc)
                 now = time.monotonic()
-                retry = (next_at - last + 1.0) if (last is not None and next_at) else self.schedule_delay
+                retry = (
+                    (next_at - last + 1.0)
+                    if (last is not None and next_at)
+                    else self.schedule_delay
+                )
                 next_at = now + retry
                 last = now
                 for w in waiters:

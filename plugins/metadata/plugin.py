@@ -18,13 +18,16 @@ log = logging.getLogger(__name__)
 POLICIES = ("shared", "isolated")
 
 
+def _policy(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
+    if value not in POLICIES:
+        raise ValueError(f"{attr.name} must be shared or isolated, not {value!r}")
+
+
 @attrs.define(kw_only=True)
 class Config:
     #: "shared": a blob in the backend is visible to a namespace once it writes it again;
     #: "isolated": every namespace must provide the data itself
-    content_sharing_policy: str = attrs.field(
-        default="shared", validator=attrs.validators.in_(POLICIES)
-    )
+    content_sharing_policy: str = attrs.field(default="shared", validator=_policy)
     #: do not fsync the database on commit (faster, not crash-safe for the host)
     no_sync: bool = False
 

@@ -227,8 +227,9 @@ async def test_image_with_expired_gc_expire_is_collected(md, ns, publisher_event
 async def test_image_reference_label_keeps_another_image(md, ns):
     t1 = await image_tree(md, "one")
     await make_image(md, "child", t1["index"], {"containerd.io/gc.expire": PAST})
-    holder = await put(md, b"holder", {"containerd.io/gc.ref.image": "child",
-                                       "containerd.io/gc.root": "1"})
+    holder = await put(
+        md, b"holder", {"containerd.io/gc.ref.image": "child", "containerd.io/gc.root": "1"}
+    )
     await md.garbage_collect()
     assert [i.name for i in await md.images.list()] == ["child"]
     assert await visible_blobs(md) == set(t1.values()) | {holder}
@@ -242,9 +243,7 @@ async def test_snapshot_chain_is_kept_by_config_label_then_removed_children_firs
         await sn.commit(f"layer-{i}", f"extract-{i}")
         parent = f"layer-{i}"
     await sn.prepare("scratch", "")  # unreferenced active snapshot
-    config = await put(
-        md, b"config", {"containerd.io/gc.ref.snapshot.native": "layer-2"}
-    )
+    config = await put(md, b"config", {"containerd.io/gc.ref.snapshot.native": "layer-2"})
     manifest = await put(md, b"manifest", {"containerd.io/gc.ref.content.config": config})
     await make_image(md, "img", manifest)
 
@@ -257,7 +256,9 @@ async def test_snapshot_chain_is_kept_by_config_label_then_removed_children_firs
     assert [i async for i in sn.walk()] == []
     assert [i async for i in backends[1].walk()] == []  # backend removals succeeded in order
     assert {n.key for n in stats.removed_of(ResourceType.SNAPSHOT)} == {
-        "native/layer-0", "native/layer-1", "native/layer-2"
+        "native/layer-0",
+        "native/layer-1",
+        "native/layer-2",
     }
 
 
@@ -267,8 +268,13 @@ async def test_container_keeps_its_snapshot_and_the_parents(md, ns):
     await sn.commit("base", "base-x")
     await sn.prepare("rootfs", "base")
     await md.containers.create(
-        Container(id="c1", runtime=Runtime(name="r"), spec=("t", b""),
-                  snapshotter="native", snapshot_key="rootfs")
+        Container(
+            id="c1",
+            runtime=Runtime(name="r"),
+            spec=("t", b""),
+            snapshotter="native",
+            snapshot_key="rootfs",
+        )
     )
     await md.garbage_collect()
     assert sorted([i.name async for i in sn.walk()]) == ["base", "rootfs"]

@@ -144,7 +144,9 @@ async def test_only_expiring_images_join_the_current_lease(db, ns):
     store = ImageStore(db)
     with leases.use("l1"):
         await store.create(img(name="plain"))
-        await store.create(img(name="temp", labels={leases.LABEL_GC_EXPIRE: "2099-01-01T00:00:00Z"}))
+        await store.create(
+            img(name="temp", labels={leases.LABEL_GC_EXPIRE: "2099-01-01T00:00:00Z"})
+        )
     assert await lm.list_resources("l1") == [Resource(id="temp", type="images")]
 
 

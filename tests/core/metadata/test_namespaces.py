@@ -84,7 +84,13 @@ async def test_delete_refused_while_namespace_holds_objects_naming_them(db):
     with pytest.raises(errdefs.FailedPrecondition) as info:
         await store.delete("busy")
     msg = str(info.value)
-    for what in ("images", "containers", 'snapshots on "native" snapshotter', "leases", "sandboxes"):
+    for what in (
+        "images",
+        "containers",
+        'snapshots on "native" snapshotter',
+        "leases",
+        "sandboxes",
+    ):
         assert what in msg
     assert "busy" in await store.list()
 
