@@ -327,7 +327,7 @@ def _clean(name: str, entry: str, what: str = "path") -> list[str]:
         if comp == "..":
             if not parts:
                 raise errdefs.InvalidArgument(
-                    f"invalid layer entry {entry!r}: {what} {name!r} escapes the root with \"..\""
+                    f'invalid layer entry {entry!r}: {what} {name!r} escapes the root with ".."'
                 )
             parts.pop()
             continue
@@ -699,9 +699,7 @@ class _Applier:
         kind, _ = tree.kind(rel)
         if kind != _ABSENT and not (kind == _DIR and member.isdir()):
             if link_rel == rel:
-                raise errdefs.InvalidArgument(
-                    f"invalid layer entry {name!r}: hard link to itself"
-                )
+                raise errdefs.InvalidArgument(f"invalid layer entry {name!r}: hard link to itself")
             self._remove(rel, kind)
         full = tree.full(rel)
         if member.isreg():
@@ -727,9 +725,7 @@ class _Applier:
                 log.warning("layer entry %r is a device, which needs root: ignored", name)
                 return
             kind_bit = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-            os.mknod(
-                full, kind_bit | 0o600, os.makedev(member.devmajor, member.devminor)
-            )
+            os.mknod(full, kind_bit | 0o600, os.makedev(member.devmajor, member.devminor))
             self._metadata(full, member)
         self.unpacked.add(rel)
 

@@ -84,7 +84,7 @@ def _zstandard() -> Any:
         import zstandard
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise errdefs.NotImplemented_(
-            "zstd compression needs the \"zstandard\" package, which is not installed"
+            'zstd compression needs the "zstandard" package, which is not installed'
         ) from exc
     return zstandard
 

@@ -138,9 +138,7 @@ def _join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 
 
-def _walk(
-    lower: str | None, upper: str
-) -> Iterator[tuple[ChangeKind, str, os.stat_result | None]]:
+def _walk(lower: str | None, upper: str) -> Iterator[tuple[ChangeKind, str, os.stat_result | None]]:
     """Yield ``(kind, relative path, upper stat)`` in tar order, parents before children.
     UNMODIFIED is yielded only for hard-linked non-directories."""
 

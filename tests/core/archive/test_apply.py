@@ -114,9 +114,7 @@ def test_whiteout_of_symlink_removes_link_not_target(sandbox: Any, make_tar: Any
     assert not os.path.lexists(root / "l") and (root / "t" / "f").exists()
 
 
-def test_opaque_dir_hides_lower_but_keeps_this_layers_entries(
-    sandbox: Any, make_tar: Any
-) -> None:
+def test_opaque_dir_hides_lower_but_keeps_this_layers_entries(sandbox: Any, make_tar: Any) -> None:
     root = sandbox.root
     (root / "d" / "old").mkdir(parents=True)
     (root / "d" / "old" / "f").write_text("o")
@@ -193,9 +191,7 @@ class _Pipe:
         return self._buf.read(n)
 
 
-def test_unseekable_compressed_stream_applies_with_validation(
-    sandbox: Any, make_tar: Any
-) -> None:
+def test_unseekable_compressed_stream_applies_with_validation(sandbox: Any, make_tar: Any) -> None:
     tar = make_tar([("x/y", "file", b"y")])
     result = apply_layer(str(sandbox.root), _Pipe(gzip.compress(tar)))  # type: ignore[arg-type]
     assert result.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
@@ -240,9 +236,7 @@ def test_progress_reports_uncompressed_bytes(sandbox: Any, make_tar: Any) -> Non
 
 
 @pytest.mark.root
-def test_overlay_mode_makes_whiteout_devices_and_opaque_xattr(
-    sandbox: Any, make_tar: Any
-) -> None:
+def test_overlay_mode_makes_whiteout_devices_and_opaque_xattr(sandbox: Any, make_tar: Any) -> None:
     tar = make_tar(
         [
             ("d", "dir"),
