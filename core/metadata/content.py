@@ -21,7 +21,7 @@ import attrs
 
 from pycontainerd.core import errdefs, filters, namespaces
 from pycontainerd.core import leases as leases_
-from pycontainerd.core.content import Descriptor, Info, ReaderAt, Status, Store, Writer
+from pycontainerd.core.content import Descriptor, Info, ReaderAt, Status, Store, Writer, digests
 from pycontainerd.core.content.adaptors import adapt_info, adapt_status
 from pycontainerd.core.metadata import events
 from pycontainerd.core.metadata.db import (
@@ -84,6 +84,7 @@ class ContentStore:
     # --- committed blobs ---------------------------------------------------------------
 
     async def info(self, dgst: str) -> Info:
+        digests.validate(dgst)
         namespace = namespaces.required()
 
         def fn(tx: Tx) -> Info:
@@ -95,6 +96,7 @@ class ContentStore:
         return await self._db.view(fn)
 
     async def update(self, info: Info, fieldpaths: Sequence[str] | None = None) -> Info:
+        digests.validate(info.digest)
         namespace = namespaces.required()
         paths = list(fieldpaths or ())
 
@@ -151,6 +153,7 @@ class ContentStore:
                 yield info
 
     async def delete(self, dgst: str) -> None:
+        digests.validate(dgst)
         namespace = namespaces.required()
         lease = leases_.get()
 

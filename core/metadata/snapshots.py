@@ -365,6 +365,11 @@ class Snapshotter:
     async def close(self) -> None:
         await self.backend.close()
 
+    async def cleanup(self) -> None:
+        """Reclaim backend space now (the snapshots service's ``Cleanup``): remove backend
+        snapshots without a record, then let the backend clean up after itself."""
+        await self.garbage_collect()
+
     async def garbage_collect(self) -> None:
         """Remove backend snapshots that no namespace's record refers to, children first."""
         async with self._lock.write():
