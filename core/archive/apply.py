@@ -40,7 +40,7 @@ import stat
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO, Literal
 
 import attrs
@@ -98,6 +98,7 @@ def apply_layer(
     validate_first: bool = True,
     strict_symlinks: bool = True,
     same_owner: bool | None = None,
+    parents: Sequence[str] = (),
     spool_dir: str | None = None,
     progress: Progress | None = None,
 ) -> ApplyResult:
@@ -108,7 +109,10 @@ def apply_layer(
     ``trusted.overlay.opaque=y`` attribute instead of removing anything. ``same_owner``
     (default: when running as root) restores the owners recorded in the tar. ``spool_dir`` is
     where an unseekable stream is spooled for ``validate_first``. ``progress`` is called with the
-    number of uncompressed bytes applied so far.
+    number of uncompressed bytes applied so far. ``parents`` are the directories of the layers
+    below, topmost first (for applying into an overlayfs upper directory): a directory that an
+    entry needs and that is missing under ``root`` takes its mode, owner, times and extended
+    attributes from the first of them that has it, instead of defaults (0755, root).
     """
     if convert_whiteouts not in ("oci", "overlay"):
         raise errdefs.InvalidArgument(f"unknown whiteout conversion {convert_whiteouts!r}")
@@ -121,6 +125,7 @@ def apply_layer(
         overlay=convert_whiteouts == "overlay",
         strict=strict_symlinks,
         same_owner=same_owner,
+        parents=tuple(os.path.realpath(p) for p in parents),
     )
     if not validate_first:
         return _run(root, stream, opts, write=True, progress=progress)
@@ -340,6 +345,7 @@ class _Options:
     overlay: bool
     strict: bool
     same_owner: bool
+    parents: tuple[str, ...] = ()
 
 
 def _resolve_dir(
@@ -651,11 +657,35 @@ class _Applier:
         missing: list[str] = []
         parent = _resolve_dir(self.tree, comps, entry, self.opts.strict, missing=missing)
         for rel in missing:
-            os.mkdir(self.tree.full(rel), 0o755)
-            os.chmod(self.tree.full(rel), 0o755)
+            full = self.tree.full(rel)
+            os.mkdir(full, 0o755)
+            os.chmod(full, 0o755)
             self.tree.made_dir(rel)
             self.unpacked.add(rel)
+            if self.opts.parents:
+                self._copy_parent_dir_info(rel, full)
         return parent
+
+    def _copy_parent_dir_info(self, rel: str, full: str) -> None:
+        """Give a directory made for an entry the metadata it has in the layers below."""
+        for lower in self.opts.parents:
+            lower_tree = _DiskTree(lower)
+            try:
+                found = _resolve_dir(lower_tree, rel.split("/"), rel, False, missing=None)
+            except errdefs.InvalidArgument:
+                continue  # not in this layer (or not a directory there): look further down
+            src = lower_tree.full(found)
+            st = os.lstat(src)
+            if self.opts.same_owner:
+                os.chown(full, st.st_uid, st.st_gid, follow_symlinks=False)
+            os.chmod(full, stat.S_IMODE(st.st_mode))
+            for attr in os.listxattr(src, follow_symlinks=False):
+                if not attr.startswith("trusted."):
+                    value = os.getxattr(src, attr, follow_symlinks=False)
+                    os.setxattr(full, attr, value, follow_symlinks=False)
+            self.dirs.append((rel, stat.S_IMODE(st.st_mode), st.st_atime_ns, st.st_mtime_ns))
+            return
+        log.debug("parent directory %r not found in lower layers: default permissions", rel)
 
     # -- entries -------------------------------------------------------------------------
 

@@ -270,3 +270,25 @@ def test_large_layer_applies(sandbox: Any, tmp_path: Any, make_tar: Any) -> None
     assert result.diff_id == "sha256:" + hashlib.sha256(tar).hexdigest()
     assert (sandbox.root / "big" / "blob3").read_bytes() == entries[4][2]
     assert len(os.listdir(sandbox.root / "small")) == 50
+
+
+def test_missing_parent_dirs_take_metadata_from_lower_layers(
+    sandbox: Any, make_tar: Any, tmp_path: Any
+) -> None:
+    lower = tmp_path / "lower"
+    (lower / "usr" / "bin").mkdir(parents=True)
+    os.chmod(lower / "usr", 0o711)
+    os.chmod(lower / "usr" / "bin", 0o750)
+    os.setxattr(lower / "usr" / "bin", "user.origin", b"lower")
+    os.utime(lower / "usr" / "bin", ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))
+    _apply(
+        sandbox.root,
+        make_tar([("usr/bin/tool", "file", b"t"), ("opt/x", "file", b"x")]),
+        parents=[str(lower)],
+    )
+    root = sandbox.root
+    assert stat.S_IMODE(os.lstat(root / "usr").st_mode) == 0o711
+    st = os.lstat(root / "usr" / "bin")
+    assert stat.S_IMODE(st.st_mode) == 0o750 and st.st_mtime_ns == 1_000_000_000_000_000_000
+    assert os.getxattr(root / "usr" / "bin", "user.origin") == b"lower"
+    assert stat.S_IMODE(os.lstat(root / "opt").st_mode) == 0o755
