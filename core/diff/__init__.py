@@ -15,30 +15,34 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 import attrs
 
+from pycontainerd.core.images import mediatypes as mt
+
 if TYPE_CHECKING:
     from pycontainerd.core.content.descriptor import Descriptor
     from pycontainerd.core.mount import Mount
 
-#: Media types a differ reads and writes.
-MEDIA_TYPE_LAYER = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_TYPE_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
-MEDIA_TYPE_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
-MEDIA_TYPE_DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-MEDIA_TYPE_DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+#: Media types a differ reads and writes (the names of :mod:`pycontainerd.core.images.mediatypes`).
+MEDIA_TYPE_LAYER = mt.OCI_LAYER
+MEDIA_TYPE_LAYER_GZIP = mt.OCI_LAYER_GZIP
+MEDIA_TYPE_LAYER_ZSTD = mt.OCI_LAYER_ZSTD
+MEDIA_TYPE_DOCKER_LAYER = mt.DOCKER_LAYER
+MEDIA_TYPE_DOCKER_LAYER_GZIP = mt.DOCKER_LAYER_GZIP
 
 #: The label a differ sets on the content it writes, naming the uncompressed digest.
 LABEL_UNCOMPRESSED = "containerd.io/uncompressed"
 
 _LAYER_COMPRESSION = {
-    MEDIA_TYPE_LAYER: "uncompressed",
-    MEDIA_TYPE_LAYER_GZIP: "gzip",
-    MEDIA_TYPE_LAYER_ZSTD: "zstd",
-    MEDIA_TYPE_DOCKER_LAYER: "uncompressed",
-    MEDIA_TYPE_DOCKER_LAYER_GZIP: "gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar": "uncompressed",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip": "gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd": "zstd",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": "gzip",
+    mt.OCI_LAYER: "uncompressed",
+    mt.OCI_LAYER_GZIP: "gzip",
+    mt.OCI_LAYER_ZSTD: "zstd",
+    mt.OCI_LAYER_NONDISTRIBUTABLE: "uncompressed",
+    mt.OCI_LAYER_NONDISTRIBUTABLE_GZIP: "gzip",
+    mt.OCI_LAYER_NONDISTRIBUTABLE_ZSTD: "zstd",
+    mt.DOCKER_LAYER: "uncompressed",
+    mt.DOCKER_LAYER_GZIP: "gzip",
+    mt.DOCKER_LAYER_ZSTD: "zstd",
+    mt.DOCKER_LAYER_FOREIGN: "uncompressed",
+    mt.DOCKER_LAYER_FOREIGN_GZIP: "gzip",
 }
 
 
