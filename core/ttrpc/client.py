@@ -68,7 +68,9 @@ class Client:
         self._next_id = 1
         self._streams: dict[int, _Stream] = {}
         self._error: errdefs.ContainerdError | None = None
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop(), name="ttrpc client reader")
+        self._read_task = asyncio.get_running_loop().create_task(
+            self._read_loop(), name="ttrpc client reader"
+        )
 
     @classmethod
     async def connect(cls, address: str, *, timeout: float | None = None) -> Client:
@@ -141,7 +143,9 @@ class Client:
             async with asyncio.timeout_at(deadline):
                 header, data = await st.inbox.get()
         except TimeoutError as e:
-            raise errdefs.DeadlineExceeded(f"ttrpc: {service}/{method}: context deadline exceeded") from e
+            raise errdefs.DeadlineExceeded(
+                f"ttrpc: {service}/{method}: context deadline exceeded"
+            ) from e
         finally:
             self._streams.pop(st.id, None)
         if header.type != MessageType.RESPONSE:
@@ -322,7 +326,9 @@ class ClientStream(Generic[R]):
 
     async def send(self, message: Any) -> None:
         if not self.client_streaming:
-            raise errdefs.FailedPrecondition(f"ttrpc: {self._name}: cannot send on a non-streaming client")
+            raise errdefs.FailedPrecondition(
+                f"ttrpc: {self._name}: cannot send on a non-streaming client"
+            )
         if self._local_closed:
             raise errdefs.FailedPrecondition(f"ttrpc: {self._name}: stream closed for sending")
         if self._remote_closed:
@@ -365,7 +371,9 @@ class ClientStream(Generic[R]):
             raise errdefs.Internal(f"ttrpc: {self._name}: unexpected message type {header.type}")
         if not self.server_streaming:
             self._finish()
-            raise errdefs.Internal(f"ttrpc: {self._name}: data received from a non-streaming server")
+            raise errdefs.Internal(
+                f"ttrpc: {self._name}: data received from a non-streaming server"
+            )
         if header.has(FLAG_REMOTE_CLOSED):
             self._finish()
             if header.has(FLAG_NO_DATA):

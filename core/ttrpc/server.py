@@ -180,7 +180,9 @@ class _Connection:
         sid = header.stream_id
         st = self.streams.get(sid)
         if st is None:
-            await self.send_status(sid, grpc.StatusCode.INVALID_ARGUMENT, "StreamID is no longer active")
+            await self.send_status(
+                sid, grpc.StatusCode.INVALID_ARGUMENT, "StreamID is no longer active"
+            )
             return
         closing = header.has(FLAG_REMOTE_CLOSED)
         if closing and payload:
@@ -223,7 +225,9 @@ class _Connection:
         try:
             req = request_pb2.Request.FromString(payload)
         except Exception as e:  # noqa: BLE001 - any decode failure is the client's
-            await self.send_status(sid, grpc.StatusCode.INVALID_ARGUMENT, f"unmarshal request error: {e}")
+            await self.send_status(
+                sid, grpc.StatusCode.INVALID_ARGUMENT, f"unmarshal request error: {e}"
+            )
             return
         service = self.server._services.get(req.service)
         if service is None:
@@ -258,7 +262,9 @@ class _Connection:
         deadline = loop.time() + req.timeout_nano / 1e9 if req.timeout_nano > 0 else None
         md = metadata.from_proto(req.metadata)
         metadata._set_current(
-            metadata.RequestInfo(service=req.service, method=req.method, metadata=md, deadline=deadline)
+            metadata.RequestInfo(
+                service=req.service, method=req.method, metadata=md, deadline=deadline
+            )
         )
         ns = md.get(namespaces.TTRPC_HEADER)
         namespaces.set_current(ns[0] if ns else None)
@@ -277,7 +283,9 @@ class _Connection:
                 raise  # the connection or the stream is going away: nothing to answer
             result_status = status.make(grpc.StatusCode.CANCELLED, "canceled")
         except TimeoutError:
-            result_status = status.make(grpc.StatusCode.DEADLINE_EXCEEDED, "context deadline exceeded")
+            result_status = status.make(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "context deadline exceeded"
+            )
         except _ConnectionLost as e:
             log.debug("ttrpc: %s/%s: connection lost: %s", req.service, req.method, e)
             self.finish(st.id)
@@ -314,7 +322,11 @@ class _Connection:
                 f"ttrpc: streaming handler for {req.method} returned {type(result).__name__}, "
                 "not an async iterator"
             )
-        closing = contextlib.aclosing(result) if hasattr(result, "aclose") else contextlib.nullcontext(result)
+        closing = (
+            contextlib.aclosing(result)
+            if hasattr(result, "aclose")
+            else contextlib.nullcontext(result)
+        )
         async with closing as replies:
             async for reply in replies:
                 await self.send(st.id, MessageType.DATA, 0, _serialize(reply))
@@ -392,7 +404,9 @@ class Server:
         if not self.address:
             raise errdefs.InvalidArgument("ttrpc: no address to listen on")
         await self.listen(self.address)
-        log.info("serving ttrpc address=%s services=%d", strip_unix(self.address), len(self._services))
+        log.info(
+            "serving ttrpc address=%s services=%d", strip_unix(self.address), len(self._services)
+        )
 
     async def listen(self, address: str) -> None:
         """Listen on a unix socket path (stale socket removed, mode 0660, owned uid:gid)."""
@@ -409,7 +423,9 @@ class Server:
         listener = await asyncio.start_unix_server(self._accept, sock=sock)
         self._listeners.append(listener)
 
-    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         """Serve one already-connected peer until it disconnects (no credential check)."""
         conn = _Connection(self, reader, writer)
         self._connections.add(conn)
