@@ -60,8 +60,10 @@ def test_access_log_counts_requests_and_blob_bytes_served(registry_factory, busy
     before = reg.blob_bytes_served()
     layer = busybox.layers[0].descriptor
     assert reg.client().get_blob("library/busybox", layer.digest).status == 200
-    # the access line is written when the response completes
-    entries = reg.access_log()
+    # the access line is written after the response is sent: wait for it
+    entries = reg.wait_for_log(
+        lambda es: any(e.method == "GET" and layer.digest in e.path for e in es)
+    )
     assert any(e.method == "PUT" and "/manifests/latest" in e.path for e in entries)
     assert reg.blob_bytes_served() - before == layer.size
 

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -458,6 +458,18 @@ class Registry:
                     )
                 )
         return out
+
+    def wait_for_log(
+        self, predicate: Callable[[list[AccessLogEntry]], bool], timeout: float = 5.0
+    ) -> list[AccessLogEntry]:
+        """Poll the access log until ``predicate(entries)`` holds. The registry writes a line
+        after the response is sent, so a client may see the response before its line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = self.access_log()
+            if predicate(entries) or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.02)
 
     def blob_bytes_served(self) -> int:
         """Bytes of blob bodies the registry sent (successful ``GET .../blobs/...``)."""
