@@ -30,7 +30,7 @@ APT_PACKAGES=(
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
         say "not root: re-running with sudo"
-        exec sudo -E bash "$0" "$@"
+        exec sudo -E bash "$REPO/scripts/setup.sh" "$@"
     fi
     say "error: must run as root (apt-get install, and the tests need root)" >&2
     exit 1

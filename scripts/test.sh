@@ -7,7 +7,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 
 if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
-    exec sudo -E bash "$0" "$@"
+    exec sudo -E bash "$REPO/scripts/test.sh" "$@"
 fi
 
 bash "$REPO/scripts/setup.sh"

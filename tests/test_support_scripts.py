@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,15 @@ def test_test_script_passes_pytests_failure_exit_code_through(tmp_path):
     )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "1 failed" in res.stdout
+
+
+def test_support_modules_import_without_pytest_for_bench_scripts():
+    code = (
+        "import sys; sys.path.insert(0, 'tests/support');"
+        "import images, registry, peers;"
+        "assert 'pytest' not in sys.modules, 'support modules must not import pytest'"
+    )
+    res = subprocess.run(
+        [sys.executable, "-P", "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr
