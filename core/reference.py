@@ -101,8 +101,9 @@ class Reference:
         name = self.name
         if self.domain == DEFAULT_DOMAIN:
             name = path
-            if path.startswith(OFFICIAL_REPO_PREFIX) and "/" not in path[len(OFFICIAL_REPO_PREFIX):]:
-                name = path[len(OFFICIAL_REPO_PREFIX):]
+            short = path.removeprefix(OFFICIAL_REPO_PREFIX)
+            if short != path and "/" not in short:
+                name = short
         out = name
         if self.tag:
             out += ":" + self.tag
