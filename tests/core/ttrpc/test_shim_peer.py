@@ -1,6 +1,7 @@
-"""Peer test: Debian's containerd-shim-runc-v2 (containerd 1.6, task API v2) started the way
+"""Peer tests: Debian's containerd-shim-runc-v2 (containerd 1.6, task API v2) started the way
 containerd starts it, with TTRPC_ADDRESS pointing at our ttrpc server (events Forward), then
-driven with our ttrpc client: Connect, State of an unknown task, Shutdown."""
+driven with our ttrpc client: Connect, State of an unknown task, Shutdown; and a real
+container run through it, whose task events the shim forwards to our server."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import peers
 import pytest
 from google.protobuf import empty_pb2
 
+from pycontainerd.api.containerd.events import task_pb2
 from pycontainerd.api.containerd.runtime.task.v2 import shim_pb2
 from pycontainerd.core import errdefs, namespaces
 from pycontainerd.core.events.exchange import Exchange
@@ -40,9 +42,14 @@ def workdir() -> Iterator[str]:
 
 
 @pytest.fixture
-async def events_server(workdir: str) -> AsyncIterator[Server]:
+async def exchange() -> Exchange:
+    return Exchange()
+
+
+@pytest.fixture
+async def events_server(workdir: str, exchange: Exchange) -> AsyncIterator[Server]:
     srv = Server(address=os.path.join(workdir, "pycontainerd.sock.ttrpc"))
-    await srv.start([EventsService(Exchange())])
+    await srv.start([EventsService(exchange)])
     yield srv
     await srv.stop(0)
 
@@ -75,41 +82,46 @@ def _read_log(fd: int) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-async def test_runc_shim_v2_connect_state_shutdown(workdir: str, events_server: Server) -> None:
-    shim = peers.require_binary("containerd-shim-runc-v2")
-    task_id = f"peer{os.getpid()}"
-    bundle = os.path.join(workdir, NAMESPACE, task_id)
-    os.makedirs(bundle, mode=0o700)
-    # `start` reads config.json for its grouping annotations; nothing else of the spec is used.
-    with open(os.path.join(bundle, "config.json"), "w") as f:
-        json.dump({"ociVersion": "1.0.2", "annotations": {}}, f)
-    # the long-running shim dup2s the `log` FIFO onto its stderr; containerd holds the read end
-    log_path = os.path.join(bundle, "log")
-    os.mkfifo(log_path, 0o700)
-    log_fd = os.open(log_path, os.O_RDWR | os.O_NONBLOCK)
-    grpc_address = os.path.join(workdir, "pycontainerd.sock")
-    env = dict(os.environ)
-    env.update(
-        GOMAXPROCS="2",
-        TTRPC_ADDRESS=events_server.address,
-        GRPC_ADDRESS=grpc_address,
-        NAMESPACE=NAMESPACE,
-    )
-    shim_pid = 0
-    address = ""
-    try:
+class ShimRun:
+    """One shim started like containerd 1.6 starts it: bundle as cwd, ``log`` FIFO held open."""
+
+    def __init__(self, workdir: str, events_server: Server, task_id: str) -> None:
+        self.workdir = workdir
+        self.events_server = events_server
+        self.id = task_id
+        self.bundle = os.path.join(workdir, NAMESPACE, task_id)
+        os.makedirs(self.bundle, mode=0o700)
+        # the long-running shim dup2s the `log` FIFO onto its stderr; containerd holds the
+        # read end open (RDWR|NONBLOCK) and copies it
+        log_path = os.path.join(self.bundle, "log")
+        os.mkfifo(log_path, 0o700)
+        self.log_fd = os.open(log_path, os.O_RDWR | os.O_NONBLOCK)
+        self.address = ""
+        self.shim_pid = 0
+
+    def write_spec(self, spec: dict[str, object]) -> None:
+        with open(os.path.join(self.bundle, "config.json"), "w") as f:
+            json.dump(spec, f)
+
+    async def start(self) -> str:
+        shim = peers.require_binary("containerd-shim-runc-v2")
+        grpc_address = os.path.join(self.workdir, "pycontainerd.sock")
+        env = dict(os.environ)
+        env.update(
+            GOMAXPROCS="2",
+            TTRPC_ADDRESS=self.events_server.address,
+            GRPC_ADDRESS=grpc_address,
+            NAMESPACE=NAMESPACE,
+        )
+        # -publish-binary is the legacy event path; events must come over TTRPC_ADDRESS
+        args = ["-namespace", NAMESPACE, "-address", grpc_address, "-publish-binary", "/bin/false"]
         proc = await asyncio.create_subprocess_exec(
             shim,
-            "-namespace",
-            NAMESPACE,
-            "-address",
-            grpc_address,
-            "-publish-binary",
-            "/bin/true",
+            *args,
             "-id",
-            task_id,
+            self.id,
             "start",
-            cwd=bundle,
+            cwd=self.bundle,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -117,70 +129,157 @@ async def test_runc_shim_v2_connect_state_shutdown(workdir: str, events_server: 
         )
         async with asyncio.timeout(30):
             out, err = await proc.communicate()
-        assert proc.returncode == 0, f"shim start failed: {err.decode()} {_read_log(log_fd)}"
-        address = _parse_start_output(out.decode())
-        assert address.startswith("unix://"), out
-        with open(os.path.join(bundle, "address")) as f:
-            assert f.read().strip() == address
+        assert proc.returncode == 0, f"shim start failed: {err.decode()} {self.log()}"
+        self.address = _parse_start_output(out.decode())
+        assert self.address.startswith("unix://"), out
+        with open(os.path.join(self.bundle, "address")) as f:
+            assert f.read().strip() == self.address
+        return self.address
 
-        client = await Client.connect(address, timeout=10)
-        try:
-            with namespaces.use(NAMESPACE):
-                resp = await client.call(
-                    TASK,
-                    "Connect",
-                    shim_pb2.ConnectRequest(id=task_id),
-                    shim_pb2.ConnectResponse,
-                    timeout=10,
-                )
-                shim_pid = resp.shim_pid
-                assert shim_pid > 0 and resp.task_pid == 0
-                assert not _exited(shim_pid)
+    def log(self) -> str:
+        return _read_log(self.log_fd)
 
-                with pytest.raises(errdefs.NotFound, match="container not created"):
-                    await client.call(
-                        TASK,
-                        "State",
-                        shim_pb2.StateRequest(id="no-such-task"),
-                        shim_pb2.StateResponse,
-                        timeout=10,
-                    )
-                # several calls in flight on the one connection
-                pids = await asyncio.gather(
-                    *(
-                        client.call(
-                            TASK,
-                            "Connect",
-                            shim_pb2.ConnectRequest(id=task_id),
-                            shim_pb2.ConnectResponse,
-                        )
-                        for _ in range(8)
-                    )
-                )
-                assert {p.shim_pid for p in pids} == {shim_pid}
+    async def wait_exited(self) -> None:
+        async with asyncio.timeout(10):
+            while not _exited(self.shim_pid):
+                await asyncio.sleep(0.05)
 
-                # the shim may close the connection before its reply to Shutdown gets out
-                with contextlib.suppress(errdefs.Unavailable):
-                    reply = await client.call(
-                        TASK,
-                        "Shutdown",
-                        shim_pb2.ShutdownRequest(id=task_id),
-                        empty_pb2.Empty,
-                        timeout=10,
-                    )
-                    assert reply == empty_pb2.Empty()
-            async with asyncio.timeout(10):
-                while not _exited(shim_pid):
-                    await asyncio.sleep(0.05)
-            async with asyncio.timeout(5):
-                await client.wait_closed()
-            assert client.closed
-        finally:
-            await client.close()
-    finally:
-        if shim_pid and not _exited(shim_pid):
-            os.kill(shim_pid, signal.SIGKILL)
-        if address:
+    def cleanup(self) -> None:
+        if self.shim_pid and not _exited(self.shim_pid):
+            os.kill(self.shim_pid, signal.SIGKILL)
+        if self.address:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(address.removeprefix("unix://"))
-        os.close(log_fd)
+                os.unlink(self.address.removeprefix("unix://"))
+        os.close(self.log_fd)
+
+
+@pytest.fixture
+def shim_run(workdir: str, events_server: Server) -> Iterator[ShimRun]:
+    run = ShimRun(workdir, events_server, f"peer{os.getpid()}")
+    try:
+        yield run
+    finally:
+        run.cleanup()
+
+
+async def _call(client: Client, method: str, request: object, response_cls: type) -> object:
+    return await client.call(TASK, method, request, response_cls, timeout=20)
+
+
+async def _shutdown(client: Client, run: ShimRun) -> None:
+    # the shim may close the connection before its reply to Shutdown gets out
+    with contextlib.suppress(errdefs.Unavailable):
+        reply = await _call(
+            client, "Shutdown", shim_pb2.ShutdownRequest(id=run.id), empty_pb2.Empty
+        )
+        assert reply == empty_pb2.Empty()
+    await run.wait_exited()
+    async with asyncio.timeout(5):
+        await client.wait_closed()
+    assert client.closed
+
+
+async def test_runc_shim_v2_connect_state_shutdown(shim_run: ShimRun) -> None:
+    # `start` reads config.json for its grouping annotations; nothing else of the spec is used.
+    shim_run.write_spec({"ociVersion": "1.0.2", "annotations": {}})
+    address = await shim_run.start()
+    async with await Client.connect(address, timeout=10) as client:
+        with namespaces.use(NAMESPACE):
+            resp = await _call(
+                client, "Connect", shim_pb2.ConnectRequest(id=shim_run.id), shim_pb2.ConnectResponse
+            )
+            assert isinstance(resp, shim_pb2.ConnectResponse)
+            shim_run.shim_pid = resp.shim_pid
+            assert resp.shim_pid > 0 and resp.task_pid == 0
+            assert not _exited(resp.shim_pid)
+
+            with pytest.raises(errdefs.NotFound, match="container not created"):
+                await _call(
+                    client,
+                    "State",
+                    shim_pb2.StateRequest(id="no-such-task"),
+                    shim_pb2.StateResponse,
+                )
+            # several calls in flight on the one connection
+            replies = await asyncio.gather(
+                *(
+                    client.call(
+                        TASK,
+                        "Connect",
+                        shim_pb2.ConnectRequest(id=shim_run.id),
+                        shim_pb2.ConnectResponse,
+                    )
+                    for _ in range(8)
+                )
+            )
+            assert {r.shim_pid for r in replies} == {resp.shim_pid}
+            await _shutdown(client, shim_run)
+
+
+def _runc_spec(bundle: str, args: list[str]) -> dict[str, object]:
+    runc = peers.require_binary("runc")
+    with tempfile.TemporaryDirectory(dir="/tmp") as d:
+        subprocess.run([runc, "spec", "--bundle", d], check=True)
+        with open(os.path.join(d, "config.json")) as f:
+            spec = json.load(f)
+    spec["process"]["args"] = args
+    spec["process"]["terminal"] = False
+    return spec  # type: ignore[no-any-return]
+
+
+async def test_runc_shim_v2_forwards_task_events_to_our_ttrpc_server(
+    shim_run: ShimRun, exchange: Exchange
+) -> None:
+    busybox = peers.require_binary("busybox")
+    rootfs = os.path.join(shim_run.bundle, "rootfs")
+    os.makedirs(os.path.join(rootfs, "bin"))
+    shutil.copy(busybox, os.path.join(rootfs, "bin", "busybox"))
+    shim_run.write_spec(_runc_spec(shim_run.bundle, ["/bin/busybox", "sh", "-c", "exit 7"]))
+    sub = exchange.subscribe(f'namespace=="{NAMESPACE}"')
+    address = await shim_run.start()
+    async with await Client.connect(address, timeout=10) as client:
+        with namespaces.use(NAMESPACE):
+            tid = shim_run.id
+            resp = await _call(
+                client, "Connect", shim_pb2.ConnectRequest(id=tid), shim_pb2.ConnectResponse
+            )
+            shim_run.shim_pid = resp.shim_pid  # type: ignore[attr-defined]
+            created = await _call(
+                client,
+                "Create",
+                shim_pb2.CreateTaskRequest(id=tid, bundle=shim_run.bundle),
+                shim_pb2.CreateTaskResponse,
+            )
+            pid = created.pid  # type: ignore[attr-defined]
+            assert pid > 0, shim_run.log()
+            await _call(client, "Start", shim_pb2.StartRequest(id=tid), shim_pb2.StartResponse)
+            waited = await _call(
+                client, "Wait", shim_pb2.WaitRequest(id=tid), shim_pb2.WaitResponse
+            )
+            assert waited.exit_status == 7  # type: ignore[attr-defined]
+            deleted = await _call(
+                client, "Delete", shim_pb2.DeleteRequest(id=tid), shim_pb2.DeleteResponse
+            )
+            assert (deleted.pid, deleted.exit_status) == (pid, 7)  # type: ignore[attr-defined]
+
+            envelopes = []
+            async with asyncio.timeout(10):
+                async for env in sub:
+                    envelopes.append(env)
+                    if env.topic == "/tasks/delete":
+                        break
+            await _shutdown(client, shim_run)
+    await sub.aclose()
+
+    topics = [e.topic for e in envelopes]
+    assert topics == ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], topics
+    assert {e.namespace for e in envelopes} == {NAMESPACE}
+    assert all(e.timestamp is not None for e in envelopes)
+    assert [e.event.type_url for e in envelopes] == [
+        "containerd.events.TaskCreate",
+        "containerd.events.TaskStart",
+        "containerd.events.TaskExit",
+        "containerd.events.TaskDelete",
+    ]
+    exit_event = task_pb2.TaskExit.FromString(envelopes[2].event.value)
+    assert (exit_event.container_id, exit_event.pid, exit_event.exit_status) == (tid, pid, 7)
