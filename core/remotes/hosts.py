@@ -115,8 +115,11 @@ class RegistryHost:
         return f"{self.scheme}://{self.host}{self.path}"
 
     def url(self, *parts: str) -> str:
-        """``base_url`` joined with path parts (each already escaped as needed)."""
-        return "/".join([self.base_url.rstrip("/"), *(p.strip("/") for p in parts if p)])
+        """``base_url`` joined with path parts (each already escaped as needed); a trailing
+        slash on the last part is kept (``blobs/uploads/`` is not ``blobs/uploads``)."""
+        parts = tuple(p for p in parts if p)
+        out = "/".join([self.base_url.rstrip("/"), *(p.strip("/") for p in parts)])
+        return out + "/" if parts and parts[-1].endswith("/") else out
 
 
 #: host name -> ordered endpoints
