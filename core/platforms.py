@@ -169,14 +169,12 @@ def parse(specifier: str) -> Platform:
     """Parse ``os[(osversion)]/arch[/variant]``, ``os`` or ``arch``; InvalidArgument when it
     cannot be."""
     if not isinstance(specifier, str) or not specifier:
-        raise errdefs.InvalidArgument("invalid platform \"\": empty specifier")
+        raise errdefs.InvalidArgument('invalid platform "": empty specifier')
     if "*" in specifier:
         raise errdefs.InvalidArgument(f"invalid platform {specifier!r}: wildcards not supported")
     parts = specifier.split("/")
     if len(parts) > 3:
-        raise errdefs.InvalidArgument(
-            f"invalid platform {specifier!r}: want os/arch[/variant]"
-        )
+        raise errdefs.InvalidArgument(f"invalid platform {specifier!r}: want os/arch[/variant]")
     m = _OS_RE.match(parts[0])
     if m is None:
         raise errdefs.InvalidArgument(
@@ -184,9 +182,7 @@ def parse(specifier: str) -> Platform:
         )
     for part in parts[1:]:
         if not _SPECIFIER_RE.match(part):
-            raise errdefs.InvalidArgument(
-                f"invalid platform {specifier!r}: bad component {part!r}"
-            )
+            raise errdefs.InvalidArgument(f"invalid platform {specifier!r}: bad component {part!r}")
     os_ = _normalize_os(m[1])
     os_version = m[2] or ""
     if "%" in os_version:
@@ -356,9 +352,7 @@ def default() -> MatchComparer:
 T = TypeVar("T")
 
 
-def select(
-    comparer: MatchComparer, platforms: Iterable[tuple[T, Platform | None]]
-) -> list[T]:
+def select(comparer: MatchComparer, platforms: Iterable[tuple[T, Platform | None]]) -> list[T]:
     """The items whose platform matches, best first, original order among equals. Items
     without a platform match only :data:`ALL`."""
     matched: list[tuple[T, Platform | None]] = []

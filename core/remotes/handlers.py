@@ -62,9 +62,7 @@ def children(desc: Descriptor, data: bytes) -> list[Descriptor]:
     if not isinstance(doc, dict):
         raise errdefs.InvalidArgument(f"{mt} {desc.digest}: not a JSON object")
     declared = doc.get("mediaType")
-    if declared and declared != mt and (
-        mediatypes.is_index(declared) != mediatypes.is_index(mt)
-    ):
+    if declared and declared != mt and (mediatypes.is_index(declared) != mediatypes.is_index(mt)):
         raise errdefs.InvalidArgument(
             f"{desc.digest}: descriptor says {mt} but the document says {declared}"
         )
@@ -265,8 +263,7 @@ def fetch_handler(
     platform: platforms.MatchComparer | None = None,
     limit_manifests: int = 0,
     progress: Progress | None = None,
-    on_fetched: Callable[[Descriptor, Sequence[Descriptor]], Awaitable[None] | None]
-    | None = None,
+    on_fetched: Callable[[Descriptor, Sequence[Descriptor]], Awaitable[None] | None] | None = None,
 ) -> Handler:
     """A handler that fetches a descriptor into ``store`` (an Ingester and Provider) and
     returns its children; the children of an index are filtered by ``platform`` (default:

@@ -165,7 +165,7 @@ def host_directory(host: str) -> str:
     """``host:port`` -> ``host_port_`` (the colon-free directory name containerd accepts)."""
     idx = host.rfind(":")
     if idx > 0:
-        return f"{host[:idx]}_{host[idx + 1:]}_"
+        return f"{host[:idx]}_{host[idx + 1 :]}_"
     return host
 
 
@@ -205,8 +205,15 @@ def _strings(value: Any, what: str, where: str) -> list[str]:
 
 
 def _parse_host(server: str, cfg: Mapping[str, Any], base_dir: str, where: str) -> _HostConfig:
-    known = {"capabilities", "ca", "client", "skip_verify", "header", "override_path",
-             "dial_timeout"}
+    known = {
+        "capabilities",
+        "ca",
+        "client",
+        "skip_verify",
+        "header",
+        "override_path",
+        "dial_timeout",
+    }
     for key in cfg:
         if key not in known and key not in ("server", "host"):
             log.warning("%s: unknown key %r ignored", where, key)
@@ -292,9 +299,9 @@ def _parse_host(server: str, cfg: Mapping[str, Any], base_dir: str, where: str) 
     return out
 
 
-def parse_hosts_file(data: str | bytes, base_dir: str, filename: str = HOSTS_FILE) -> list[
-    _HostConfig
-]:
+def parse_hosts_file(
+    data: str | bytes, base_dir: str, filename: str = HOSTS_FILE
+) -> list[_HostConfig]:
     """Parse a ``hosts.toml``: mirrors in file order, then the ``server`` entry (whose host
     is empty when the file names no server). InvalidArgument naming ``filename`` when the file
     is malformed."""

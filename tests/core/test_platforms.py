@@ -32,8 +32,10 @@ def P(os: str, arch: str, variant: str = "") -> Platform:  # noqa: N802
         ("linux/i386", P("linux", "386")),
         ("Linux/AMD64", P("linux", "amd64")),
         ("macos/arm64", P("darwin", "arm64")),
-        ("windows(10.0.17763)/amd64", Platform(os="windows", architecture="amd64",
-                                              os_version="10.0.17763")),
+        (
+            "windows(10.0.17763)/amd64",
+            Platform(os="windows", architecture="amd64", os_version="10.0.17763"),
+        ),
         ("arm64", P("linux", "arm64")),
         ("ppc64le", P("linux", "ppc64le")),
     ],
@@ -43,8 +45,17 @@ def test_parse(spec: str, want: Platform) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "linux/amd64/v1/x", "linux/*", "linux//amd64", "lin ux/amd64", "nosuchthing",
-            "linux/amd64/", "linux(/amd64"]
+    "bad",
+    [
+        "",
+        "linux/amd64/v1/x",
+        "linux/*",
+        "linux//amd64",
+        "lin ux/amd64",
+        "nosuchthing",
+        "linux/amd64/",
+        "linux(/amd64",
+    ],
 )
 def test_parse_rejects(bad: str) -> None:
     with pytest.raises(errdefs.InvalidArgument):
@@ -131,11 +142,11 @@ def test_select_orders_matches_and_drops_others() -> None:
         ("noplat", None),
     ]
     assert platforms.select(platforms.only(P("linux", "arm64")), items) == [
-        "arm64", "armv7", "armv6"
+        "arm64",
+        "armv7",
+        "armv6",
     ]
-    assert platforms.select(platforms.ALL, items) == [
-        "armv6", "s390x", "armv7", "arm64", "noplat"
-    ]
+    assert platforms.select(platforms.ALL, items) == ["armv6", "s390x", "armv7", "arm64", "noplat"]
 
 
 def test_parse_all_names_the_bad_one() -> None:

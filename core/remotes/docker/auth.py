@@ -61,7 +61,7 @@ def _skip_ws(s: str, i: int) -> int:
 
 def _token(s: str, i: int) -> tuple[str, int]:
     j = i
-    while j < len(s) and s[j] not in " \t,=\"":
+    while j < len(s) and s[j] not in ' \t,="':
         j += 1
     return s[i:j], j
 
@@ -286,9 +286,7 @@ class Authorizer:
             except _TokenHTTPError as exc:
                 if exc.status not in _OAUTH_FALLBACK_STATUSES:
                     raise _auth_error(host, "failed to fetch oauth token", exc) from None
-                log.debug(
-                    "oauth token request to %s refused (%d); trying GET", h.realm, exc.status
-                )
+                log.debug("oauth token request to %s refused (%d); trying GET", h.realm, exc.status)
             try:
                 return await self._fetch_get(session, h, scopes, ssl=ssl)
             except _TokenHTTPError as exc:
@@ -370,9 +368,7 @@ class Authorizer:
         import aiohttp
 
         try:
-            async with session.request(
-                method, url, headers=headers, data=data, ssl=ssl
-            ) as resp:
+            async with session.request(method, url, headers=headers, data=data, ssl=ssl) as resp:
                 body = await resp.content.read(_MAX_TOKEN_RESPONSE)
                 if resp.status != 200:
                     raise _TokenHTTPError(

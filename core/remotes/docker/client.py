@@ -163,8 +163,9 @@ class Transport:
         body = b""
         try:
             session = await self.get_session()
-            get = await self._send(session, host, "GET", url, dict(headers), None,
-                                   follow_redirects=True)
+            get = await self._send(
+                session, host, "GET", url, dict(headers), None, follow_redirects=True
+            )
             try:
                 if get.status == status:
                     body = await get.content.read(errors.MAX_ERROR_BODY)

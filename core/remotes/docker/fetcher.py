@@ -140,8 +140,10 @@ class Fetcher:
                 except errdefs.ContainerdError as exc:
                     failure = failure or exc
                     log.info("fetch %s from %s failed: %s", desc.digest, host.host, exc)
-        raise failure or not_found or errdefs.NotFound(
-            f"{self.base.ref.name}@{desc.digest}: not found"
+        raise (
+            failure
+            or not_found
+            or errdefs.NotFound(f"{self.base.ref.name}@{desc.digest}: not found")
         )
 
     async def _open(
@@ -189,8 +191,9 @@ class Fetcher:
                     )
                 start = offset
             elif offset:
-                log.debug("%s ignored Range for %s; skipping %d bytes", host.host, desc.digest,
-                          offset)
+                log.debug(
+                    "%s ignored Range for %s; skipping %d bytes", host.host, desc.digest, offset
+                )
                 skip = offset
             size = desc.size if desc.size > 0 else (start + length if length >= 0 else -1)
             if desc.size > 0 and length >= 0 and length != desc.size - start:

@@ -173,9 +173,7 @@ class Pusher:
             resp.release()
         return PushResult.UPLOADED
 
-    async def _try_mount(
-        self, host: RegistryHost, desc: Descriptor, repo: str
-    ) -> tuple[bool, str]:
+    async def _try_mount(self, host: RegistryHost, desc: Descriptor, repo: str) -> tuple[bool, str]:
         url = self.base.url(host, "blobs", "uploads/", query={"mount": desc.digest, "from": repo})
         scopes = (*self.base.scopes, repository_scope(repo))
         try:

@@ -217,8 +217,9 @@ class Resolver:
                     continue
                 except (errdefs.Unauthenticated, errdefs.Unavailable) as exc:
                     note(exc, 1)
-                    log.info("resolve %s at %s failed: %s; %s", spec, host.host, exc,
-                             _next(host, hosts))
+                    log.info(
+                        "resolve %s at %s failed: %s; %s", spec, host.host, exc, _next(host, hosts)
+                    )
                     continue
                 except errdefs.ResourceExhausted as exc:
                     note(exc, 4)
@@ -231,8 +232,9 @@ class Resolver:
                     errdefs.Unknown,
                 ) as exc:
                     note(exc, 3)
-                    log.info("resolve %s at %s failed: %s; %s", spec, host.host, exc,
-                             _next(host, hosts))
+                    log.info(
+                        "resolve %s at %s failed: %s; %s", spec, host.host, exc, _next(host, hosts)
+                    )
                     continue
                 log.debug("resolved %s to %s via %s", spec, desc.digest, host.host)
                 return str(spec), desc
@@ -261,8 +263,11 @@ class Resolver:
                         raise errdefs.InvalidArgument(
                             f"{header_dgst!r} in Docker-Content-Digest is not a valid digest"
                         )
-                    if dgst and header_dgst != dgst and digests.algorithm(header_dgst) == \
-                            digests.algorithm(dgst):
+                    if (
+                        dgst
+                        and header_dgst != dgst
+                        and digests.algorithm(header_dgst) == digests.algorithm(dgst)
+                    ):
                         raise errdefs.FailedPrecondition(
                             f"registry returned digest {header_dgst} for {dgst}"
                         )
@@ -270,8 +275,7 @@ class Resolver:
                         raise errdefs.ResourceExhausted(
                             f"rejecting {size} byte manifest for {base.ref}"
                         )
-                    return Descriptor(media_type=media_type, digest=dgst or header_dgst,
-                                      size=size)
+                    return Descriptor(media_type=media_type, digest=dgst or header_dgst, size=size)
         finally:
             resp.release()
         log.debug("no usable HEAD answer from %s; fetching manifest", host.host)
@@ -287,13 +291,12 @@ class Resolver:
                 )
             length = _content_length(resp)
             if length > MAX_MANIFEST_SIZE:
-                raise errdefs.ResourceExhausted(
-                    f"rejecting {length} byte manifest for {base.ref}"
-                )
+                raise errdefs.ResourceExhausted(f"rejecting {length} byte manifest for {base.ref}")
             data = await resp.content.read(MAX_MANIFEST_SIZE + 1)
             if len(data) > MAX_MANIFEST_SIZE:
-                raise errdefs.ResourceExhausted(f"rejecting manifest over {MAX_MANIFEST_SIZE} "
-                                                f"bytes for {base.ref}")
+                raise errdefs.ResourceExhausted(
+                    f"rejecting manifest over {MAX_MANIFEST_SIZE} bytes for {base.ref}"
+                )
         finally:
             resp.release()
         alg = digests.algorithm(dgst) if dgst else digests.CANONICAL

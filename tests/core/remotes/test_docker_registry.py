@@ -28,7 +28,11 @@ def desc_of(d: images.Descriptor) -> Descriptor:
 
 
 async def push_with_pusher(
-    resolver: Resolver, image: images.Image, ref: str, *, chunk_size: int = 0,
+    resolver: Resolver,
+    image: images.Image,
+    ref: str,
+    *,
+    chunk_size: int = 0,
     mount_from: tuple[str, ...] = (),
 ) -> dict[str, PushResult]:
     """Push every blob of a layout image with our Pusher (children first), the root by tag."""
@@ -107,16 +111,18 @@ async def test_push_then_resolve_by_tag_and_digest_and_fetch_into_store(
         data = await (await store.reader_at(Descriptor(digest=dgst))).read_at(0, info.size)
         assert digests.from_bytes(data) == dgst
         assert data == busybox.blob(dgst)
-    assert tracker.done_bytes == tracker.total_bytes == sum(
-        busybox.blob_path(d).stat().st_size for d in expected
+    assert (
+        tracker.done_bytes
+        == tracker.total_bytes
+        == sum(busybox.blob_path(d).stat().st_size for d in expected)
     )
 
     # pushing again finds everything in place (HEAD) and uploads nothing new
     before = len([e for e in registry.access_log() if e.method == "PATCH" or e.method == "POST"])
     again = await push_with_pusher(resolver, busybox, ref)
-    assert [r for d, r in again.items() if d != busybox.target.digest] == [
-        PushResult.EXISTS
-    ] * (len(again) - 1)
+    assert [r for d, r in again.items() if d != busybox.target.digest] == [PushResult.EXISTS] * (
+        len(again) - 1
+    )
     after = len([e for e in registry.access_log() if e.method == "PATCH" or e.method == "POST"])
     assert after == before
 
@@ -127,8 +133,9 @@ async def test_chunked_upload_and_cross_repository_mount(
     ref = registry.ref("chunked/busybox", "c1")
     results = await push_with_pusher(resolver, busybox, ref, chunk_size=300 << 10)
     assert set(results.values()) == {PushResult.UPLOADED}
-    patches = [e for e in registry.access_log() if e.method == "PATCH" and "chunked/busybox" in
-               e.path]
+    patches = [
+        e for e in registry.access_log() if e.method == "PATCH" and "chunked/busybox" in e.path
+    ]
     layer_size = busybox.layers[0].descriptor.size
     assert len(patches) >= -(-layer_size // (300 << 10))
     assert registry.client().get_manifest("chunked/busybox", "c1").status == 200
@@ -311,9 +318,7 @@ async def test_resume_fetches_only_the_remainder(
         if offset >= total // 3 and task is not None:
             task.cancel()
 
-    task = asyncio.create_task(
-        handlers.fetch_to_store(fetcher, store, layer, progress=stop_early)
-    )
+    task = asyncio.create_task(handlers.fetch_to_store(fetcher, store, layer, progress=stop_early))
     with pytest.raises(asyncio.CancelledError):
         await task
     status = await store.status(ref)
@@ -331,8 +336,7 @@ async def test_resume_fetches_only_the_remainder(
     assert committed
     assert seen[0] == partial and seen[-1] == layer.size
     gets = [
-        e for e in registry.access_log()[n_before:]
-        if e.method == "GET" and layer.digest in e.path
+        e for e in registry.access_log()[n_before:] if e.method == "GET" and layer.digest in e.path
     ]
     assert [(e.status, e.size) for e in gets] == [(206, layer.size - partial)]
     info = await store.info(layer.digest)

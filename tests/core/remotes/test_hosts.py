@@ -71,9 +71,7 @@ def test_no_server_means_the_registry_itself(tmp_path: Path) -> None:
 
 def test_docker_io_default_is_registry_1() -> None:
     hosts = configure_hosts()("docker.io")
-    assert [(h.scheme, h.host, h.path) for h in hosts] == [
-        ("https", "registry-1.docker.io", "/v2")
-    ]
+    assert [(h.scheme, h.host, h.path) for h in hosts] == [("https", "registry-1.docker.io", "/v2")]
     assert hosts[0].capabilities == Capabilities.ALL
 
 
@@ -164,8 +162,22 @@ server = "https://r.example.com"
 def cert_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("certs")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=test", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test",
+            "-keyout",
+            str(d / "key.pem"),
+            "-out",
+            str(d / "cert.pem"),
+        ],
         check=True,
         capture_output=True,
     )
@@ -230,9 +242,9 @@ def test_docker_style_cert_directory(tmp_path: Path, cert_pair: tuple[Path, Path
         ('[host."https://m"]\ncapabilities = ["pull", "fly"]\n', "unknown capability 'fly'"),
         ('server = "ftp://x"\n', "unsupported scheme"),
         ('[host."https://m"]\nskip_verify = "yes"\n', "skip_verify must be a boolean"),
-        ('ca = 5\n', "'ca'"),
+        ("ca = 5\n", "'ca'"),
         ('client = [["only-one"]]\n', "invalid client entry"),
-        ('[header]\nx = 1\n', "header x"),
+        ("[header]\nx = 1\n", "header x"),
         ("server = 3\n", "server must be a string"),
         ('host = "x"\n', "'host' must be a table"),
         ('dial_timeout = "soon"\n', "dial_timeout"),
@@ -254,10 +266,7 @@ def test_missing_ca_file_names_it(tmp_path: Path) -> None:
 
 
 def test_dial_timeout_parsed() -> None:
-    (h,) = [
-        c
-        for c in parse_hosts_file('server = "https://x"\ndial_timeout = "1.5s"\n', "/b", "f")
-    ]
+    (h,) = [c for c in parse_hosts_file('server = "https://x"\ndial_timeout = "1.5s"\n', "/b", "f")]
     assert h.dial_timeout == 1.5
 
 
