@@ -65,6 +65,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: SIGTERM the registry if the test process dies without stopping it."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def registry_binary() -> str | None:
     """The docker-registry binary, or None when it is not installed."""
     if os.access(REGISTRY_BINARY, os.X_OK):
@@ -388,6 +399,7 @@ class Registry:
                     stderr=err,
                     stdin=subprocess.DEVNULL,
                     cwd=self.workdir,
+                    preexec_fn=_die_with_parent,
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
