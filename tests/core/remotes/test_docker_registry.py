@@ -5,13 +5,17 @@ auth, Range resume, corrupted blobs, mirrors from hosts.toml."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import attrs
 import images
 import pytest
 import registry as registry_support
+from aiohttp import web
 
 from pycontainerd.core import errdefs, platforms
 from pycontainerd.core.content import Descriptor, digests
@@ -431,3 +435,157 @@ async def test_plain_http_default_scheme_and_head_fallback_to_get(
         data = await stream.read_all()
         assert data == busybox.blob(desc.digest)
         assert json.loads(data)["config"]["digest"] == busybox.config.digest
+
+
+@attrs.define(eq=False)
+class OAuthTokenServer(registry_support.TokenServer):
+    """The support token server's keys and JWT signing, served by an aiohttp app in the
+    test's loop that also speaks the OAuth2 form POST (password and refresh_token grants)."""
+
+    oauth_realm: str = ""
+    refresh_tokens: set[str] = attrs.Factory(set)
+    log: list[dict[str, str]] = attrs.Factory(list)
+
+    @property
+    def realm(self) -> str:
+        return self.oauth_realm
+
+    def _access(self, scopes: list[str]) -> list[dict[str, object]]:
+        out = []
+        for scope in " ".join(scopes).split():
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            out.append({"type": kind, "name": name, "actions": actions.split(",")})
+        return out
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            form = await request.post()
+            entry = {k: str(v) for k, v in form.items()}
+            entry["method"] = "POST"
+            self.log.append(entry)
+            grant = form.get("grant_type")
+            if grant == "password":
+                ok = form.get("username") == self.username and form.get("password") == self.password
+            elif grant == "refresh_token":
+                ok = form.get("refresh_token") in self.refresh_tokens
+            else:
+                ok = False
+            if not ok:
+                return web.json_response({"error": "invalid_grant"}, status=401)
+            scopes = [str(form.get("scope", ""))]
+            offline = form.get("access_type") == "offline"
+        else:
+            self.log.append({"method": "GET", **request.query})
+            auth = request.headers.get("Authorization", "")
+            want = "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            if auth != want:
+                return web.json_response({"details": "bad credentials"}, status=401)
+            scopes = request.query.getall("scope", [])
+            offline = False
+        token = await asyncio.to_thread(self.sign, self.username, self._access(scopes))
+        body: dict[str, object] = {"access_token": token, "token": token, "expires_in": 300}
+        if offline:
+            rt = f"refresh-{uuid.uuid4().hex}"
+            self.refresh_tokens.add(rt)
+            body["refresh_token"] = rt
+        return web.json_response(body)
+
+
+@pytest.fixture
+async def oauth_registry(
+    registry_factory: Callable[..., registry_support.Registry], tmp_path: Path
+) -> AsyncIterator[tuple[registry_support.Registry, OAuthTokenServer]]:
+    ts = OAuthTokenServer(tmp_path / "oauth", username="carol", password="pw")
+    await asyncio.to_thread(ts.start)  # keys and certificate (its own HTTP server is unused)
+    app = web.Application()
+    app.router.add_route("*", "/token", ts.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    ts.oauth_realm = f"http://127.0.0.1:{port}/token"
+    reg = await asyncio.to_thread(
+        registry_factory, auth="token", username="carol", password="pw", token_server=ts
+    )
+    try:
+        yield reg, ts
+    finally:
+        await runner.cleanup()
+
+
+async def test_oauth_post_password_grant_then_refresh_token(
+    oauth_registry: tuple[registry_support.Registry, OAuthTokenServer],
+    busybox: images.Image,
+) -> None:
+    reg, ts = oauth_registry
+    await asyncio.to_thread(reg.push, busybox, "oauth/a", "v1")
+    await asyncio.to_thread(reg.push, busybox, "oauth/b", "v1")
+    ts.log.clear()
+    async with Resolver(credentials=lambda h: ("carol", "pw"), fetch_refresh_token=True) as r:
+        _, desc = await r.resolve(reg.ref("oauth/a", "v1"))
+        assert desc.digest == busybox.target.digest
+        _, desc = await r.resolve(reg.ref("oauth/b", "v1"))
+        assert desc.digest == busybox.target.digest
+    assert [(e["method"], e["grant_type"]) for e in ts.log] == [
+        ("POST", "password"),
+        ("POST", "refresh_token"),
+    ]
+    first, second = ts.log
+    assert first["username"] == "carol" and first["access_type"] == "offline"
+    assert first["scope"] == "repository:oauth/a:pull"
+    assert first["service"] == ts.service and first["client_id"]
+    assert second["refresh_token"] in ts.refresh_tokens
+    assert "repository:oauth/b:pull" in second["scope"]
+
+    # an identity token (empty username) goes straight to the refresh_token grant
+    identity = next(iter(ts.refresh_tokens))
+    ts.log.clear()
+    async with Resolver(credentials=lambda h: ("", identity)) as r:
+        await r.resolve(reg.ref("oauth/a", "v1"))
+    assert [(e["method"], e.get("grant_type")) for e in ts.log] == [("POST", "refresh_token")]
+
+    # a wrong password: the POST is refused, the GET fallback too -> Unauthenticated
+    ts.log.clear()
+    async with Resolver(credentials=lambda h: ("carol", "bad")) as r:
+        with pytest.raises(errdefs.Unauthenticated, match="bad credentials"):
+            await r.resolve(reg.ref("oauth/a", "v1"))
+    assert [e["method"] for e in ts.log] == ["POST", "GET"]
+
+
+async def test_redirects_are_followed_for_manifests_and_blobs(
+    registry: registry_support.Registry, busybox: images.Image, store: LocalStore
+) -> None:
+    """A front that redirects every request to the real registry (as registries redirect
+    blob GETs to storage): resolve and fetch work through it."""
+    registry.push(busybox, repository="redir/busybox", tag="v1")
+    seen: list[tuple[str, str, str]] = []
+
+    async def front(request: web.Request) -> web.Response:
+        seen.append((request.method, request.path, request.headers.get("Authorization", "")))
+        if request.path == "/v2/" or "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="front"'})
+        raise web.HTTPTemporaryRedirect(f"{registry.url}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", front)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        n = len(registry.access_log())
+        async with Resolver(
+            hosts=configure_hosts(default_scheme="http"), credentials=lambda h: ("u", "p")
+        ) as r:
+            name, desc = await r.resolve(f"127.0.0.1:{port}/redir/busybox:v1")
+            assert desc.digest == busybox.target.digest
+            await handlers.fetch_image(await r.fetcher(name), store, desc)
+        assert (await store.info(busybox.layers[0].descriptor.digest)).size > 0
+        served = [(e.method, e.status) for e in registry.access_log()[n:]]
+        assert ("HEAD", 200) in served and served.count(("GET", 200)) == 3
+        assert all(a.startswith("Basic ") for _, _, a in seen[1:])
+    finally:
+        await runner.cleanup()
