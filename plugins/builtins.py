@@ -16,6 +16,7 @@ MODULES = [
     "pycontainerd.plugins.gc.plugin",
     "pycontainerd.plugins.leases.plugin",
     "pycontainerd.plugins.services.introspection.plugin",
+    "pycontainerd.plugins.services.events.plugin",
     "pycontainerd.plugins.services.version.plugin",
     "pycontainerd.plugins.services.healthcheck.plugin",
     "pycontainerd.plugins.server.plugin",
