@@ -124,7 +124,7 @@ class Fetcher:
         if not hosts:
             raise errdefs.NotFound(f"no pull hosts for {self.base.ref.name}")
         if mediatypes.is_index(desc.media_type) or mediatypes.is_manifest(desc.media_type):
-            kinds = ("manifests", "blobs")
+            kinds: tuple[str, ...] = ("manifests", "blobs")
         else:
             kinds = ("blobs",)
         not_found: errdefs.ContainerdError | None = None

@@ -589,3 +589,42 @@ async def test_redirects_are_followed_for_manifests_and_blobs(
         assert all(a.startswith("Basic ") for _, _, a in seen[1:])
     finally:
         await runner.cleanup()
+
+
+async def test_redirect_to_another_host_drops_the_credentials() -> None:
+    data = b"blob bytes served from storage"
+    dgst = digests.from_bytes(data)
+    storage_auth: list[str] = []
+
+    async def storage(request: web.Request) -> web.Response:
+        storage_auth.append(request.headers.get("Authorization", ""))
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def front(request: web.Request) -> web.Response:
+        if "Authorization" not in request.headers:
+            return web.Response(status=401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        raise web.HTTPTemporaryRedirect(f"http://localhost:{storage_port}/signed?x=1")
+
+    runners = []
+    ports = []
+    for handler in (storage, front):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        ports.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    storage_port, front_port = ports
+    try:
+        async with Resolver(
+            hosts=configure_hosts(default_scheme="http"), credentials=lambda h: ("u", "p")
+        ) as r:
+            f = await r.fetcher(f"127.0.0.1:{front_port}/repo:t")
+            stream = await f.fetch(Descriptor(digest=dgst, size=len(data)))
+            assert await stream.read_all() == data
+        assert storage_auth == [""]
+    finally:
+        for runner in runners:
+            await runner.cleanup()
