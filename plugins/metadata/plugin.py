@@ -44,10 +44,15 @@ async def _init(ic: InitContext) -> Any:
     content = ic.get_single(types.CONTENT)
     snapshotters = ic.get_by_type(types.SNAPSHOTTER)
     try:
-        publisher = ic.get_single(types.EVENT)
+        exchange = ic.get_single(types.EVENT)
     except PluginNotFound:
         log.warning("no event exchange: metadata events will not be published")
         publisher = None
+    else:
+        from pycontainerd.core.events.convert import ProtoPublisher
+
+        # The stores publish attrs payloads; subscribers get containerd's packed proto events.
+        publisher = ProtoPublisher(exchange)
     path = os.path.join(ic.root, "meta.db")
     md = await Metadata.open(
         path,
