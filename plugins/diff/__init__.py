@@ -1,0 +1,1 @@
+"""Differ plugins (``io.containerd.differ.v1``)."""
