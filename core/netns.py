@@ -120,7 +120,10 @@ def _in_netns(path: str, fn: Callable[[], T]) -> T:
             try:
                 _setns(orig)
             except OSError:  # the thread ends right after; nothing else runs in it
-                log.error("failed to restore the network namespace of thread %d", threading.get_native_id())
+                log.error(
+                    "failed to restore the network namespace of thread %d",
+                    threading.get_native_id(),
+                )
     finally:
         os.close(orig)
 
