@@ -1,10 +1,372 @@
-"""Entry point of ``containerd-shim-pyrunc-v2`` (filled in by the runtime work)."""
+"""``containerd-shim-pyrunc-v2``: the runtime v2 shim for ``io.containerd.pyrunc.v2``.
+
+Called by containerd (ours or containerd's own) exactly like containerd-shim-runc-v2::
+
+    <shim> -namespace NS -address ADDR -publish-binary BIN -id ID [-debug] start
+    <shim> -namespace NS -address ADDR -publish-binary BIN -id ID -bundle B [-debug] delete
+    <shim> -namespace NS -id ID -address ADDR -socket unix://PATH [-debug]   (serve, fd 3)
+
+``start`` (cwd = bundle) groups containers by the ``io.containerd.runc.v2.group`` or
+``io.kubernetes.cri.sandbox-id`` annotation (else the id): the socket is
+``unix://<dir>/<sha256 of "<address>/<ns>/<group>">`` with ``<dir>`` = ``/run/containerd/s``
+(``$PYCONTAINERD_SHIM_SOCKET_DIR`` overrides it). A live shim on that socket is reused;
+otherwise the listener is created and handed as fd 3 to a new shim process (own session,
+stdio detached, stderr on the bundle's ``log`` FIFO). It prints the plain address, which every
+containerd understands (task API v2), or containerd's JSON bootstrap parameters with version 3
+(task API v3) when ``$MAX_SHIM_VERSION`` is 3 or more. The serving shim answers both.
+
+This module keeps its imports light: ``start`` must answer fast and pulls in no protobuf or
+asyncio; serve and delete import what they need when they run.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import socket
 import sys
+from typing import Any
+
+SOCKET_DIR_ENV = "PYCONTAINERD_SHIM_SOCKET_DIR"
+DEFAULT_SOCKET_DIR = "/run/containerd/s"
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
+VERSION = "0.1.0"
+RUNTIME_NAME = "io.containerd.pyrunc.v2"
+LISTENER_FD = 3
 
 
-def main() -> int:
-    print("containerd-shim-pyrunc-v2: not built yet", file=sys.stderr)
-    return 1
+class UsageError(Exception):
+    pass
+
+
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """Go-flag style: ``-name value``, ``--name value``, ``-name=value``, bool ``-debug``;
+    the first non-flag argument is the action."""
+    strings = {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-socket"}
+    bools = {"debug", "v", "info"}
+    opts: dict[str, Any] = {name: "" for name in strings} | {name: False for name in bools}
+    opts["action"] = ""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("-") or arg in ("-", "--"):
+            if arg == "--":
+                if i < len(argv):
+                    opts["action"] = argv[i]
+                break
+            opts["action"] = arg
+            break
+        name, eq, value = arg.lstrip("-").partition("=")
+        if name in bools:
+            opts[name] = value.lower() not in ("false", "0") if eq else True
+        elif name in strings:
+            if not eq:
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+                i += 1
+            opts[name] = value
+        else:
+            raise UsageError(f"flag provided but not defined: -{name}")
+    return opts
+
+
+# -- start ---------------------------------------------------------------------------------
+
+
+def group_of(bundle: str, id: str) -> str:
+    try:
+        with open(os.path.join(bundle, "config.json")) as f:
+            spec = json.load(f)
+    except (OSError, ValueError):
+        return id
+    annotations = spec.get("annotations") or {} if isinstance(spec, dict) else {}
+    for key in GROUP_ANNOTATIONS:
+        value = annotations.get(key)
+        if value:
+            return str(value)
+    return id
+
+
+def socket_path(address: str, namespace: str, group: str) -> str:
+    """containerd's shim socket: the sha256 of the cleaned ``<address>/<ns>/<group>``."""
+    key = os.path.normpath(os.path.join(address, namespace, group))
+    directory = os.environ.get(SOCKET_DIR_ENV) or DEFAULT_SOCKET_DIR
+    return os.path.join(directory, hashlib.sha256(key.encode()).hexdigest())
+
+
+def _answers(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(2)
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _listen(path: str) -> socket.socket | None:
+    """A listener on ``path``; None when a live shim already owns it."""
+    os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+    for _ in range(2):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except OSError:
+            sock.close()
+            if _answers(path):
+                return None
+            try:
+                os.unlink(path)  # stale socket of a dead shim
+            except FileNotFoundError:
+                pass
+            continue
+        os.chmod(path, 0o600)
+        sock.listen(128)
+        return sock
+    raise OSError(f"cannot listen on {path}")
+
+
+def _read_options() -> bytes:
+    """The runtime options containerd may pass on stdin (a protobuf Any)."""
+    try:
+        if os.isatty(0):
+            return b""
+        return sys.stdin.buffer.read()
+    except (OSError, ValueError):
+        return b""
+
+
+def _shim_cgroup(options: bytes) -> str:
+    if not options:
+        return ""
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.containerd.types.runc.options import oci_pb2
+
+    try:
+        anyv = any_pb2.Any.FromString(options)
+        if not anyv.type_url.endswith("containerd.runc.v1.Options"):
+            return ""
+        return oci_pb2.Options.FromString(anyv.value).shim_cgroup
+    except Exception:  # noqa: BLE001 - bad options only lose the cgroup placement
+        return ""
+
+
+def _join_cgroup(pid: int, cgroup: str) -> None:
+    """Best effort: put ``pid`` in ``cgroup`` in every hierarchy that has it."""
+    root = "/sys/fs/cgroup"
+    candidates = [os.path.join(root, cgroup.lstrip("/"))]
+    try:
+        candidates += [
+            os.path.join(root, h, cgroup.lstrip("/"))
+            for h in os.listdir(root)
+            if os.path.isdir(os.path.join(root, h))
+        ]
+    except OSError:
+        pass
+    for d in candidates:
+        procs = os.path.join(d, "cgroup.procs")
+        if os.path.exists(procs):
+            try:
+                with open(procs, "w") as f:
+                    f.write(str(pid))
+            except OSError:
+                pass
+
+
+def _adjust_oom_score(pid: int) -> None:
+    """containerd's score + 1 for the shim, only ever raised (lowering needs privileges we may
+    not have); failures are ignored."""
+    try:
+        with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+            parent = int(f.read().strip())
+        with open(f"/proc/{pid}/oom_score_adj") as f:
+            current = int(f.read().strip())
+        target = min(parent + 1, 1000)
+        if target > current:
+            with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+                f.write(str(target))
+    except (OSError, ValueError):
+        pass
+
+
+def _self_command() -> list[str]:
+    exe = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if exe and os.path.isfile(exe) and os.access(exe, os.X_OK) and not exe.endswith(".py"):
+        return [exe]
+    return [sys.executable, "-m", "pycontainerd.plugins.runtimes.pyrunc.main"]
+
+
+def _spawn_server(opts: dict[str, Any], sock: socket.socket, path: str, bundle: str) -> int:
+    argv = _self_command()
+    argv += ["-namespace", opts["namespace"], "-id", opts["id"], "-address", opts["address"]]
+    if opts["publish-binary"]:
+        argv += ["-publish-binary", opts["publish-binary"]]
+    argv += ["-socket", "unix://" + path]
+    if opts["debug"]:
+        argv.append("-debug")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    log_fd = -1
+    try:
+        # the daemon holds the read side of `log` open; never block on it
+        log_fd = os.open(os.path.join(bundle, "log"), os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        pass
+    actions = [
+        (os.POSIX_SPAWN_DUP2, devnull, 0),
+        (os.POSIX_SPAWN_DUP2, devnull, 1),
+        (os.POSIX_SPAWN_DUP2, log_fd if log_fd >= 0 else devnull, 2),
+        (os.POSIX_SPAWN_DUP2, sock.fileno(), LISTENER_FD),
+    ]
+    # dup2 onto the same number keeps close-on-exec: make the listener inheritable itself
+    os.set_inheritable(sock.fileno(), True)
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    try:
+        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+    finally:
+        os.close(devnull)
+        if log_fd >= 0:
+            os.close(log_fd)
+    return pid
+
+
+def _start_reply(address: str) -> str:
+    try:
+        max_version = int(os.environ.get("MAX_SHIM_VERSION", "0"))
+    except ValueError:
+        max_version = 0
+    if max_version >= 3:
+        return json.dumps({"version": 3, "address": address, "protocol": "ttrpc"})
+    return address
+
+
+def _write_address(bundle: str, address: str) -> None:
+    tmp = os.path.join(bundle, ".address.tmp")
+    with open(tmp, "w") as f:
+        f.write(address)
+    os.rename(tmp, os.path.join(bundle, "address"))
+
+
+def cmd_start(opts: dict[str, Any]) -> int:
+    if not opts["id"] or not opts["namespace"]:
+        raise UsageError("start needs -id and -namespace")
+    bundle = opts["bundle"] or os.getcwd()
+    options = _read_options()
+    group = group_of(bundle, opts["id"])
+    path = socket_path(opts["address"], opts["namespace"], group)
+    address = "unix://" + path
+    sock = _listen(path)
+    if sock is not None:
+        try:
+            pid = _spawn_server(opts, sock, path, bundle)
+        except BaseException:
+            os.unlink(path)
+            raise
+        finally:
+            sock.close()
+        cgroup = _shim_cgroup(options)
+        if cgroup:
+            _join_cgroup(pid, cgroup)
+        _adjust_oom_score(pid)
+    _write_address(bundle, address)
+    sys.stdout.write(_start_reply(address))
+    sys.stdout.flush()
+    return 0
+
+
+# -- delete --------------------------------------------------------------------------------
+
+
+def cmd_delete(opts: dict[str, Any]) -> int:
+    import asyncio
+    import logging
+    import time
+
+    from pycontainerd.api.containerd.runtime.task.v2 import shim_pb2
+    from pycontainerd.core import errdefs
+    from pycontainerd.core.mount import unmount_recursive
+    from pycontainerd.core.runc import read_pid_file
+    from pycontainerd.plugins.runtimes.pyrunc.publisher import timestamp
+    from pycontainerd.plugins.runtimes.pyrunc.service import (
+        INIT_PID_FILE,
+        read_options,
+        runc_for,
+    )
+
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.DEBUG if opts["debug"] else logging.WARNING
+    )
+    log = logging.getLogger("containerd-shim-pyrunc-v2")
+    bundle = opts["bundle"] or os.getcwd()
+    if not opts["id"]:
+        raise UsageError("delete needs -id")
+    ns = opts["namespace"] or os.environ.get("NAMESPACE", "default")
+
+    async def run() -> int:
+        rc = runc_for(bundle, ns, read_options(bundle))
+        try:
+            await rc.delete(opts["id"], force=True)
+        except errdefs.NotFound:
+            pass
+        except errdefs.ContainerdError as e:
+            log.warning("failed to delete container id=%s error=%s", opts["id"], e)
+        try:
+            await unmount_recursive(os.path.join(bundle, "rootfs"))
+        except Exception as e:  # noqa: BLE001 - reported, delete goes on
+            log.warning("failed to unmount rootfs id=%s error=%s", opts["id"], e)
+        try:
+            return read_pid_file(os.path.join(bundle, INIT_PID_FILE))
+        except errdefs.ContainerdError:
+            return 0
+
+    pid = asyncio.run(run())
+    resp = shim_pb2.DeleteResponse(pid=pid, exit_status=128 + 9)
+    resp.exited_at.CopyFrom(timestamp(time.time()))
+    sys.stdout.buffer.write(resp.SerializeToString())
+    sys.stdout.flush()
+    return 0
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.simplefilter("ignore")  # containerd 1.6 reads start's stderr as part of the address
+    try:
+        opts = parse_args(list(sys.argv[1:] if argv is None else argv))
+    except UsageError as e:
+        print(f"containerd-shim-pyrunc-v2: {e}", file=sys.stderr)
+        return 2
+    if opts["v"]:
+        print(f"containerd-shim-pyrunc-v2:\n  Version:  {VERSION}\n  Runtime:  {RUNTIME_NAME}")
+        return 0
+    ns = opts["namespace"] or os.environ.get("NAMESPACE", "")
+    opts["namespace"] = ns
+    try:
+        if opts["action"] == "start":
+            return cmd_start(opts)
+        if opts["action"] == "delete":
+            return cmd_delete(opts)
+        if opts["action"]:
+            raise UsageError(f"unknown action {opts['action']!r}")
+        from pycontainerd.plugins.runtimes.pyrunc.server import serve
+
+        return serve(opts)
+    except UsageError as e:
+        print(f"containerd-shim-pyrunc-v2: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - report and fail like a shim binary does
+        print(f"containerd-shim-pyrunc-v2: {opts['action'] or 'serve'}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
