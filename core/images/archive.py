@@ -240,8 +240,14 @@ async def _store_stream(
     try:
         offset = w.status().offset
         if offset and not (offset == size and expected and w.digest() == expected):
-            await w.truncate(0)
-            offset = 0
+            # An interrupted ingest of this entry: the stream cannot be rewound, start over.
+            await w.close()
+            try:
+                await store.abort(ref)
+            except errdefs.NotFound:
+                pass
+            w = await helpers.open_writer(store, ref, total=size, expected=expected)
+            offset = w.status().offset
         if offset == size and size:
             # shared content already in the backend: nothing to copy
             if progress is not None:

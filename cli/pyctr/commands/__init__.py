@@ -1,3 +1,11 @@
-from pycontainerd.cli.pyctr.commands import plugins, version
+from pycontainerd.cli.pyctr.commands import (
+    content,
+    images,
+    leases,
+    namespaces,
+    plugins,
+    snapshots,
+    version,
+)
 
-MODULES = [version, plugins]
+MODULES = [version, plugins, namespaces, images, content, snapshots, leases]
