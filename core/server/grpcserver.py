@@ -92,14 +92,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 log.debug("%s: %s: %s", method, code.name, msg)
             await context.abort(code, msg)
 
-        if handler.unary_unary:
-            inner_uu = handler.unary_unary
+        def wrap_single(inner: Callable[..., Any]) -> Callable[..., Any]:
+            """For methods answering with one message (unary-unary, stream-unary)."""
 
-            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 t0 = time.monotonic()
                 with scope():
                     try:
-                        resp = await inner_uu(request, context)
+                        resp = await inner(request, context)
                     except grpc.aio.AbortError:
                         raise
                     except Exception as e:  # noqa: BLE001
@@ -107,17 +107,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
                 return resp
 
-            return grpc.unary_unary_rpc_method_handler(
-                unary_unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
+            return call
 
-            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        def wrap_stream(inner: Callable[..., Any]) -> Callable[..., Any]:
+            """For methods answering with a stream (unary-stream, stream-stream)."""
+
+            async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 t0 = time.monotonic()
                 with scope():
                     try:
-                        async for item in inner_us(request, context):
+                        async for item in inner(request, context):
                             yield item
                     except grpc.aio.AbortError:
                         raise
@@ -125,44 +124,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                         await fail(context, e, t0)
                 stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
 
-            return grpc.unary_stream_rpc_method_handler(
-                unary_stream, handler.request_deserializer, handler.response_serializer
-            )
+            return call
+
+        ser = (handler.request_deserializer, handler.response_serializer)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(wrap_single(handler.unary_unary), *ser)
         if handler.stream_unary:
-            inner_su = handler.stream_unary
-
-            async def stream_unary(request_iter: Any, context: grpc.aio.ServicerContext) -> Any:
-                t0 = time.monotonic()
-                with scope():
-                    try:
-                        resp = await inner_su(request_iter, context)
-                    except grpc.aio.AbortError:
-                        raise
-                    except Exception as e:  # noqa: BLE001
-                        await fail(context, e, t0)
-                stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
-                return resp
-
-            return grpc.stream_unary_rpc_method_handler(
-                stream_unary, handler.request_deserializer, handler.response_serializer
-            )
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(request_iter: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            t0 = time.monotonic()
-            with scope():
-                try:
-                    async for item in inner_ss(request_iter, context):
-                        yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:  # noqa: BLE001
-                    await fail(context, e, t0)
-            stats.record(method, grpc.StatusCode.OK, time.monotonic() - t0)
-
-        return grpc.stream_stream_rpc_method_handler(
-            stream_stream, handler.request_deserializer, handler.response_serializer
-        )
+            return grpc.stream_unary_rpc_method_handler(wrap_single(handler.stream_unary), *ser)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream), *ser)
+        return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), *ser)
 
 
 def prepare_unix_socket(path: str) -> None:
