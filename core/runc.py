@@ -170,7 +170,9 @@ class Runc:
                 if not runc_message and err:
                     runc_message = err.decode(errors="replace").strip()
                 message = f"runc {what} failed"
-                if runc_message:
+                if runc_message.startswith(message):
+                    message = runc_message
+                elif runc_message:
                     message += f": {runc_message}"
                 message += f": exit status {proc.returncode}"
                 raise _categorise(message, what, proc.returncode or -1, runc_message)

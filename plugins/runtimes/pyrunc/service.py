@@ -272,7 +272,7 @@ class TaskService:
         if req.id in self.containers:
             raise errdefs.AlreadyExists(f"task {req.id} already exists")
         if req.checkpoint:
-            raise errdefs.NotImplemented("pyrunc shim: restore from checkpoint is not supported")
+            raise errdefs.NotImplemented_("pyrunc shim: restore from checkpoint is not supported")
         bundle = req.bundle or os.getcwd()
         ns = self._ns()
         opts = unpack_options(req.options if req.HasField("options") else None)
@@ -498,7 +498,7 @@ class TaskService:
         return empty_pb2.Empty()
 
     async def Checkpoint(self, req: shim_pb2.CheckpointTaskRequest) -> empty_pb2.Empty:
-        raise errdefs.NotImplemented("pyrunc shim: checkpoint is not implemented")
+        raise errdefs.NotImplemented_("pyrunc shim: checkpoint is not implemented")
 
     async def Kill(self, req: shim_pb2.KillRequest) -> empty_pb2.Empty:
         c = self._container(req.id)

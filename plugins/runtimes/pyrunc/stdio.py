@@ -88,7 +88,7 @@ def _open_output(uri: str) -> int:
         if u.scheme == "fifo":
             uri = u.path
         else:
-            raise errdefs.NotImplemented(f"stdio scheme {u.scheme!r} is not supported")
+            raise errdefs.NotImplemented_(f"stdio scheme {u.scheme!r} is not supported")
     try:
         st = os.stat(uri)
     except FileNotFoundError as e:
@@ -102,7 +102,7 @@ def _open_input(uri: str) -> int:
     if uri.startswith("fifo://"):
         uri = uri[len("fifo://") :]
     elif "://" in uri:
-        raise errdefs.NotImplemented(f"stdin {uri!r}: only FIFOs are supported")
+        raise errdefs.NotImplemented_(f"stdin {uri!r}: only FIFOs are supported")
     try:
         return os.open(uri, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as e:
