@@ -22,8 +22,6 @@ containerd's images migration are not reproduced: it reads a runtime's ``snapsho
 from __future__ import annotations
 
 import copy
-import platform
-import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -52,16 +50,11 @@ IMAGE_KEYS = (
 #: Keys of the old ``containerd`` table that move to the images plugin's top level.
 IMAGE_CONTAINERD_KEYS = ("snapshotter", "disable_snapshot_annotations", "discard_unpacked_layers")
 
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
-         "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64", "armv7l": "arm"}  # fmt: skip
-
-
 def host_platform() -> str:
-    """The host's OCI platform as ``os/arch`` (what a migrated runtime platform gets)."""
-    machine = platform.machine().lower()
-    os_name = "linux" if sys.platform.startswith("linux") else sys.platform
-    return f"{os_name}/{_ARCH.get(machine, machine)}"
+    """The host's OCI platform as ``os/arch[/variant]`` (what a migrated runtime platform gets)."""
+    from pycontainerd.core import platforms
+
+    return platforms.format(platforms.default_spec())
 
 
 def _table(parent: MutableMapping[str, Any], key: str) -> dict[str, Any]:

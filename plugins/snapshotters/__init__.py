@@ -8,8 +8,6 @@ from pycontainerd.core.plugin import Platform
 
 def host_platform() -> Platform:
     """The platform snapshots made on this host hold (reported in the plugin's meta)."""
-    import platform
+    from pycontainerd.core import platforms
 
-    machine = platform.machine()
-    arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
-    return Platform(os="linux", architecture=arch)
+    return platforms.default_spec()
