@@ -21,6 +21,8 @@ MODULES = [
     "pycontainerd.plugins.services.diff.plugin",
     "pycontainerd.plugins.services.introspection.plugin",
     "pycontainerd.plugins.services.events.plugin",
+    "pycontainerd.plugins.runtimes.v2.plugin",
+    "pycontainerd.plugins.services.tasks.plugin",
     "pycontainerd.plugins.services.version.plugin",
     "pycontainerd.plugins.services.healthcheck.plugin",
     "pycontainerd.plugins.server.plugin",
