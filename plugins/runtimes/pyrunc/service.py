@@ -28,6 +28,7 @@ from pycontainerd.api.containerd.types.task import task_pb2 as task_types
 from pycontainerd.core import errdefs, namespaces
 from pycontainerd.core.mount import Mount, mount_all, unmount_recursive
 from pycontainerd.core.runc import Runc, RuncNotFound, RuncNotRunning
+from pycontainerd.plugins.runtimes.pyrunc import bundle as bundle_files
 from pycontainerd.plugins.runtimes.pyrunc.oom import OOMWatcher
 from pycontainerd.plugins.runtimes.pyrunc.publisher import Publisher, timestamp
 from pycontainerd.plugins.runtimes.pyrunc.stdio import ProcessIO
@@ -35,10 +36,6 @@ from pycontainerd.plugins.runtimes.pyrunc.stdio import ProcessIO
 log = logging.getLogger(__name__)
 
 Status = task_types.Status
-DEFAULT_RUNC_ROOT = "/run/containerd/runc"
-OPTIONS_FILE = "options.json"
-INIT_PID_FILE = "init.pid"
-RUNC_LOG = "log.json"
 EARLY_EXIT_TTL = 60.0
 
 
@@ -57,38 +54,12 @@ def unpack_options(options: any_pb2.Any | None) -> oci_pb2.Options:
 
 
 def runc_for(bundle: str, namespace: str, opts: oci_pb2.Options) -> Runc:
-    root = opts.root or DEFAULT_RUNC_ROOT
+    doc = {"binary_name": opts.binary_name, "root": opts.root}
     return Runc(
-        command=opts.binary_name or "runc",
-        root=os.path.join(root, namespace),
-        log=os.path.join(bundle, RUNC_LOG),
+        command=bundle_files.runc_command(doc),
+        root=bundle_files.runc_root(doc, namespace),
+        log=os.path.join(bundle, bundle_files.RUNC_LOG),
         systemd_cgroup=opts.systemd_cgroup,
-    )
-
-
-def write_options(bundle: str, opts: oci_pb2.Options) -> None:
-    """What ``delete`` needs to find the container after the shim is gone."""
-    doc = {
-        "binary_name": opts.binary_name,
-        "root": opts.root,
-        "systemd_cgroup": opts.systemd_cgroup,
-    }
-    tmp = os.path.join(bundle, f".{OPTIONS_FILE}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(doc, f)
-    os.rename(tmp, os.path.join(bundle, OPTIONS_FILE))
-
-
-def read_options(bundle: str) -> oci_pb2.Options:
-    try:
-        with open(os.path.join(bundle, OPTIONS_FILE)) as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return oci_pb2.Options()
-    return oci_pb2.Options(
-        binary_name=doc.get("binary_name", ""),
-        root=doc.get("root", ""),
-        systemd_cgroup=bool(doc.get("systemd_cgroup", False)),
     )
 
 
@@ -283,7 +254,12 @@ class TaskService:
             raise errdefs.InvalidArgument(f"bundle {bundle}: config.json not found") from e
         except ValueError as e:
             raise errdefs.InvalidArgument(f"bundle {bundle}: invalid config.json: {e}") from e
-        write_options(bundle, opts)
+        bundle_files.write_options(
+            bundle,
+            binary_name=opts.binary_name,
+            root=opts.root,
+            systemd_cgroup=opts.systemd_cgroup,
+        )
         mounts = [
             Mount(type=m.type, source=m.source, target=m.target, options=tuple(m.options))
             for m in req.rootfs
@@ -315,7 +291,7 @@ class TaskService:
             pid = await c.runc.create(
                 c.id,
                 bundle,
-                pid_file=os.path.join(bundle, INIT_PID_FILE),
+                pid_file=os.path.join(bundle, bundle_files.INIT_PID_FILE),
                 stdio=stdio,
                 console_socket=pio.console_socket,
                 no_pivot=opts.no_pivot_root,
