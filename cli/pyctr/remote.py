@@ -234,6 +234,7 @@ class RemoteWriter:
                 cpb.WriteContentRequest(
                     action=cpb.COMMIT,
                     ref=self._ref,
+                    offset=self._offset,
                     total=size,
                     expected=expected,
                     labels=dict(labels or {}),
@@ -248,7 +249,11 @@ class RemoteWriter:
             await self.close()
 
     async def truncate(self, size: int) -> None:
-        raise errdefs.NotImplemented_("content writer truncate is not supported over grpc")
+        """Only to 0: a WRITE at offset 0 makes the service start the ingest over."""
+        if size != 0:
+            raise errdefs.NotImplemented_("content writer truncate over grpc is only to 0")
+        resp = await self._send(cpb.WriteContentRequest(action=cpb.WRITE, ref=self._ref))
+        self._offset, self._digest = resp.offset, resp.digest
 
     async def close(self) -> None:
         if self._closed:
