@@ -171,7 +171,9 @@ class HeaderCompressor:
     """One direction's zlib stream (dictionary-primed, sync-flushed per header block)."""
 
     def __init__(self) -> None:
-        self._z = zlib.compressobj(9, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY)
+        self._z = zlib.compressobj(
+            9, zlib.DEFLATED, 15, 8, zlib.Z_DEFAULT_STRATEGY, HEADER_DICTIONARY
+        )
 
     def compress(self, headers: Headers) -> bytes:
         raw = encode_header_block(headers)
@@ -659,7 +661,10 @@ async def dial(
             length = int(resp_headers.get("content-length", "0") or 0)
             body = await reader.readexactly(length) if length else b""
             raise UpgradeFailure(
-                status=status, reason=parts[2] if len(parts) > 2 else "", headers=resp_headers, body=body
+                status=status,
+                reason=parts[2] if len(parts) > 2 else "",
+                headers=resp_headers,
+                body=body,
             )
     except BaseException:
         writer.close()
