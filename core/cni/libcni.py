@@ -6,7 +6,11 @@
 - CHECK (spec >= 0.4.0, unless ``disableCheck``) runs the plugins in order with the cached
   result as ``prevResult``; no cached result is NotFound.
 - DEL runs the plugins in reverse with the cached result (spec >= 0.4.0) and then drops the
-  cache entry; a missing or unreadable cache entry is not an error.
+  cache entry; a missing or unreadable cache entry is not an error. Unlike libcni, a failing
+  plugin does not stop the others from running (so they still release what they hold); the
+  first error is raised and the cache entry kept for a retry.
+- Before ADD runs anything, every plugin binary of the list must be found (a missing one is
+  NotFound and nothing was changed).
 
 The cache is ``<cache_dir>/results/<network>-<container id>-<ifname>``, one JSON document in
 libcni's ``cniCacheV1`` format (so ``cnitool`` and other libcni users can read it).
@@ -159,6 +163,11 @@ class CNIConfig:
         if not valid_name(rt.container_id):
             raise errdefs.InvalidArgument(f'invalid container id "{rt.container_id}"')
         validate_ifname(rt.ifname)
+        for plugin in network.plugins:  # every binary present before anything is changed
+            try:
+                find_in_path(plugin.type, self.paths)
+            except errdefs.ContainerdError as e:
+                raise self._wrap(e, plugin, "add") from e
         prev: Mapping[str, Any] | None = None
         for plugin in network.plugins:
             try:
@@ -199,11 +208,18 @@ class CNIConfig:
         cached: Mapping[str, Any] | None = None
         if version_at_least(network.cni_version, "0.4.0"):
             cached = self.cached_result(network.name, rt)
+        first: errdefs.ContainerdError | None = None
         for plugin in reversed(network.plugins):
             try:
                 await self._run("DEL", network, plugin, cached, rt)
             except errdefs.ContainerdError as e:
-                raise self._wrap(e, plugin, "delete") from e
+                # unlike libcni, go on: the other plugins still release what they hold
+                wrapped = self._wrap(e, plugin, "delete")
+                wrapped.__cause__ = e
+                log.warning("cni DEL of %s: %s", rt.container_id, wrapped)
+                first = first or wrapped
+        if first is not None:
+            raise first  # the cache entry stays for the retry
         self._cache_del(network.name, rt)
 
     async def version_info(self, plugin_type: str, cni_version: str = "1.0.0") -> dict[str, Any]:

@@ -60,6 +60,41 @@ def addresses_in(path: str, ifname: str = "eth0") -> list[str]:
     return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(out) for a in link["addr_info"]]
 
 
+def ping(address: str, timeout: float = 2.0) -> bool:
+    """One ICMP echo to ``address`` (a raw socket; needs root). True when it is answered."""
+    import select
+    import socket
+    import struct
+    import time
+
+    ident = os.getpid() & 0xFFFF
+    payload = b"pycontainerd-cni-test"
+
+    def checksum(data: bytes) -> int:
+        if len(data) % 2:
+            data += b"\0"
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        total = (total >> 16) + (total & 0xFFFF)
+        total += total >> 16
+        return ~total & 0xFFFF
+
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, 1)
+    packet = struct.pack("!BBHHH", 8, 0, checksum(header + payload), ident, 1) + payload
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
+        s.sendto(packet, (address, 0))
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([s], [], [], left)
+            if not ready:
+                return False
+            data, (src, _) = s.recvfrom(2048)
+            ihl = (data[0] & 0x0F) * 4
+            typ, _, _, rid, _ = struct.unpack("!BBHHH", data[ihl : ihl + 8])
+            if src == address and typ == 0 and rid == ident:
+                return True
+    return False
+
+
 def _used_networks() -> list[ipaddress.IPv4Network]:
     nets: list[ipaddress.IPv4Network] = []
     for line in run("ip", "-4", "-o", "addr").stdout.splitlines():
@@ -155,12 +190,12 @@ class TestNetwork:
             return []
         return sorted(p.name for p in d.iterdir() if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", p.name))
 
-    def bridge_plugin(self) -> dict[str, Any]:
+    def bridge_plugin(self, *, ip_masq: bool = True) -> dict[str, Any]:
         return {
             "type": "bridge",
             "bridge": self.bridge,
             "isGateway": True,
-            "ipMasq": True,
+            "ipMasq": ip_masq,
             "hairpinMode": True,
             "ipam": {
                 "type": "host-local",
@@ -175,10 +210,11 @@ class TestNetwork:
         *,
         cni_version: str = "1.0.0",
         portmap: bool = True,
+        ip_masq: bool = True,
         extra_plugins: Sequence[dict[str, Any]] = (),
         name: str | None = None,
     ) -> dict[str, Any]:
-        plugins: list[dict[str, Any]] = [self.bridge_plugin()]
+        plugins: list[dict[str, Any]] = [self.bridge_plugin(ip_masq=ip_masq)]
         if portmap:
             plugins.append({"type": "portmap", "capabilities": {"portMappings": True}})
         plugins.extend(extra_plugins)
