@@ -61,6 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     rm.add_argument("names", nargs="+")
     rm.set_defaults(func=run_rm)
 
+    # pull, push and tag go through the Transfer service: cli/pyctr/commands/pull.py
+    from pycontainerd.cli.pyctr.commands.pull import register_transfer_commands
+
+    register_transfer_commands(isub)
+
 
 def run_async(args: argparse.Namespace, fn: Callable[[Any], Awaitable[int]]) -> int:
     """Run ``fn(channel)`` in a fresh loop, with the namespace of ``args`` current."""
