@@ -109,7 +109,9 @@ class LocalRuntime:
         async def resize_loop() -> None:
             assert resize is not None
             async for size in resize:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0))
+                fcntl.ioctl(
+                    master, termios.TIOCSWINSZ, struct.pack("HHHH", size.height, size.width, 0, 0)
+                )
                 self.resizes.append(size)
                 self.resized.set()
 
