@@ -350,7 +350,9 @@ class ShimManager:
     async def close(self) -> None:
         """Drop every shim connection; the shims and their containers keep running."""
         self._closed = True
-        for shim in list(self._shims.values()):
+        shims = list(self._shims.values())
+        self._shims.clear()
+        for shim in shims:
             with contextlib.suppress(Exception):
                 await shim.close()
         for t in list(self._background):

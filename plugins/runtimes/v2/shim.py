@@ -191,6 +191,11 @@ class ShimInstance:
             if asyncio.iscoroutine(result):
                 await result
 
+    @property
+    def closing(self) -> bool:
+        """The connection was closed (or is being closed) on purpose."""
+        return self._closing
+
     def expect_close(self) -> None:
         """The connection is about to drop on purpose (shutdown): not a dead shim."""
         self._closing = True
@@ -493,7 +498,7 @@ class ShimTask:
                 None,
             )
         except errdefs.Unavailable:
-            if exec_id:
+            if exec_id or self.shim.closing:
                 raise
             # the shim died: the exit is what the dead-shim cleanup found out
             try:
