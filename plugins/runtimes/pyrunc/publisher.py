@@ -97,7 +97,10 @@ class Publisher:
                 try:
                     await self._forward(env)
                     return
-                except (errdefs.Unavailable, errdefs.NotFound, errdefs.DeadlineExceeded) as e:
+                except errdefs.NotFound as e:  # no socket there at all: no use retrying
+                    last = e
+                    break
+                except (errdefs.Unavailable, errdefs.DeadlineExceeded) as e:
                     last = e
                     if self._client is not None:
                         await self._client.close()

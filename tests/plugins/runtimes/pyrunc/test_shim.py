@@ -142,6 +142,7 @@ class Harness:
         *extra: str,
         env: dict | None = None,
         stdin: bytes = b"",
+        publish_binary: str = "/bin/false",
     ) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
             shim_binary(),
@@ -150,7 +151,7 @@ class Harness:
             "-address",
             self.grpc_address,
             "-publish-binary",
-            "/bin/false",
+            publish_binary,
             "-id",
             id,
             *extra,
@@ -233,6 +234,14 @@ async def wait_gone(pid: int, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
         while not exited(pid):
             await asyncio.sleep(0.05)
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    with contextlib.suppress(BlockingIOError):
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def is_mount(path: Path) -> bool:
@@ -719,3 +728,50 @@ async def test_oom_event(h: Harness, exchange: Exchange) -> None:
     with contextlib.suppress(errdefs.Unavailable):
         await call(client, "Shutdown", shim_pb2.ShutdownRequest(id="oom"), empty_pb2.Empty)
     await wait_gone(conn.shim_pid)
+
+
+async def test_events_fall_back_to_the_publish_binary(h: Harness) -> None:
+    """No ttrpc events socket: each event goes to ``<publish-binary> --address A publish
+    --namespace NS --topic T`` with the Any on stdin (containerd's legacy path)."""
+    record = h.workdir / "published"
+    record.mkdir()
+    script = h.workdir / "publish.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"n=$(ls {record}/*.args 2>/dev/null | wc -l)\n"
+        f'echo "$@" > {record}/$n.args\n'
+        f"cat > {record}/$n.any\n"
+    )
+    script.chmod(0o755)
+    b = h.bundle("legacy", ["true"])
+    env = h.env() | {"TTRPC_ADDRESS": str(h.workdir / "no-such.sock")}
+    rc, out, err = await h.shim("start", "legacy", b, env=env, publish_binary=str(script))
+    assert rc == 0, err
+    client = await h.connect(out.decode())
+    conn = await call(
+        client, "Connect", shim_pb2.ConnectRequest(id="legacy"), shim_pb2.ConnectResponse
+    )
+    h.shim_pids.add(conn.shim_pid)
+    await call(client, "Create", h.create_request("legacy", b), shim_pb2.CreateTaskResponse)
+    await call(client, "Start", shim_pb2.StartRequest(id="legacy"), shim_pb2.StartResponse)
+    await call(client, "Wait", shim_pb2.WaitRequest(id="legacy"), shim_pb2.WaitResponse)
+    await call(client, "Delete", shim_pb2.DeleteRequest(id="legacy"), shim_pb2.DeleteResponse)
+    with contextlib.suppress(errdefs.Unavailable):
+        await call(client, "Shutdown", shim_pb2.ShutdownRequest(id="legacy"), empty_pb2.Empty)
+    await wait_gone(conn.shim_pid)  # the shim sends what is queued before it exits
+    log = b"".join(_drain(fd) for fd in h.log_fds).decode(errors="replace")
+    assert sorted(os.listdir(record)) == [f"{i}.{x}" for i in range(4) for x in ("any", "args")], (
+        log
+    )
+    calls = [(record / f"{i}.args").read_text().split() for i in range(4)]
+    assert [c[c.index("--topic") + 1] for c in calls] == [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/tasks/delete",
+    ]
+    assert calls[0][:3] == ["--address", h.grpc_address, "publish"]
+    assert calls[0][calls[0].index("--namespace") + 1] == NS
+    exit_any = any_pb2.Any.FromString((record / "2.any").read_bytes())
+    assert exit_any.type_url == "containerd.events.TaskExit"
+    assert events_pb2.TaskExit.FromString(exit_any.value).container_id == "legacy"
