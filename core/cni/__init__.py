@@ -6,6 +6,7 @@
   injection, the result cache)
 - :mod:`.cni`: :class:`CNI`, what the CRI plugin uses (setup/remove/check/status)
 - :mod:`.types`: results and capability arguments
+- :mod:`.template`: ``conf_template`` rendering for UpdateRuntimeConfig's pod CIDRs
 """
 
 from __future__ import annotations
