@@ -64,9 +64,12 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any]:
     from pycontainerd.plugins import builtins
 
     loaded = config_.load(args.config)
+    from pycontainerd.plugins.snapshotters.proxy.plugin import registrations_from_config
+
     registry = loader.discover(
         builtins.modules(), autoload=not loaded.config.disable_plugin_autoload
     )
+    registry.register_all(registrations_from_config(loaded.config.proxy_plugins))
     config_.migrate(loaded, registry)
     return loaded, registry
 
