@@ -359,6 +359,7 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._last_activity = self._loop.time()
         self._closed = asyncio.Event()
+        self._done = asyncio.Event()  # closed, or the peer said GOAWAY
         self._goaway_sent = False
         self._goaway_received = False
         self._tasks: list[asyncio.Task[None]] = [
@@ -374,7 +375,9 @@ class Connection:
         return self._closed.is_set()
 
     async def wait_closed(self) -> None:
-        await self._closed.wait()
+        """Until the connection is closed or the peer sent GOAWAY (it opens no more streams;
+        data of open streams still arrives until the socket ends)."""
+        await self._done.wait()
 
     async def open_stream(
         self, headers: Mapping[str, str | Sequence[str]], *, fin: bool = False, timeout: float = 30
@@ -433,6 +436,7 @@ class Connection:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._done.set()
         for stream in list(self._streams.values()):
             stream._remote_reset() if not stream._replied.done() else stream._feed_eof()
             stream.local_closed = True
@@ -477,7 +481,7 @@ class Connection:
 
     async def _read_loop(self) -> None:
         try:
-            while not self._goaway_received:
+            while True:
                 head = await self._reader.readexactly(8)
                 self._last_activity = self._loop.time()
                 first, second = _DATA_HEAD.unpack(head)
@@ -501,13 +505,7 @@ class Connection:
         except Exception:
             log.exception("spdy: read loop failed")
         finally:
-            if not self._goaway_received:
-                self._shutdown()
-            else:
-                # GOAWAY: the peer sends nothing more; streams see end of data, writes go on
-                # until the owner closes the connection.
-                for stream in list(self._streams.values()):
-                    stream._feed_eof()
+            self._shutdown()
 
     async def _data(self, sid: int, flags: int, payload: bytes) -> None:
         stream = self._streams.get(sid)
@@ -561,6 +559,7 @@ class Connection:
                     fut.set_result(None)
         elif ftype == FrameType.GOAWAY:
             self._goaway_received = True
+            self._done.set()
         # SETTINGS, WINDOW_UPDATE and unknown control frames: ignored, as spdystream does.
 
     def _syn_stream(self, sid: int, flags: int, headers: Headers) -> None:
@@ -568,7 +567,7 @@ class Connection:
             self._send_nowait(rst_frame(sid or 1, RstStatus.PROTOCOL_ERROR))
             return
         self._last_received = sid
-        if self._goaway_sent:
+        if self._goaway_sent or self._goaway_received:
             self._send_nowait(rst_frame(sid, RstStatus.REFUSED_STREAM))
             return
         stream = Stream(self, sid, headers)
