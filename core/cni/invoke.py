@@ -159,10 +159,14 @@ async def exec_plugin(
         break
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(stdin), timeout)
-    except BaseException:  # timeout or cancellation: the plugin must not outlive the call
+    except BaseException as e:  # timeout or cancellation: the plugin must not outlive the call
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+        if isinstance(e, TimeoutError):
+            raise errdefs.DeadlineExceeded(
+                f'plugin "{plugin}" did not finish {args.command} within {timeout}s'
+            ) from None
         raise
     if stderr:
         log.debug(

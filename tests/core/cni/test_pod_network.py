@@ -336,3 +336,23 @@ async def test_every_network_of_the_conf_dir_gets_its_own_interface(
     assert second_net.allocated_ips() == []
     assert second_net.leftover_rules() == []
     assert os.listdir(cni_net.cache_dir / "results") == []
+
+
+async def test_a_plugin_that_hangs_is_killed_at_the_timeout(
+    cni_net: support.TestNetwork, make_netns: Callable[[], NetNS], tmp_path: Path
+) -> None:
+    # a plugin directory of our own, beside the real one: "pycni-hang" sleeps forever
+    bins = tmp_path / "bin"
+    bins.mkdir()
+    hang = bins / "pycni-hang"
+    hang.write_text("#!/bin/sh\nexec sleep 60\n")
+    hang.chmod(0o755)
+    cni_net.write(cni_net.conflist(portmap=False, extra_plugins=[{"type": "pycni-hang"}]))
+    c = CNI(cni_net.options(bin_dirs=(cni_net.bin_dir, str(bins)), plugin_timeout=1.0))
+    c.load()
+    ns = make_netns()
+    with pytest.raises(errdefs.DeadlineExceeded) as exc:
+        await c.setup(SANDBOX, ns.path, labels=LABELS)
+    assert 'plugin type="pycni-hang" failed (add)' in str(exc.value)
+    assert "within 1.0s" in str(exc.value)
+    assert not _has_link(ns, "eth0")
