@@ -84,6 +84,12 @@ async def start_transfer_daemon(
 
 
 @pytest.fixture
+def start_transfer() -> Any:
+    """``await start_transfer(base, config)`` -> (server, address); the caller stops it."""
+    return start_transfer_daemon
+
+
+@pytest.fixture
 def transfer_config() -> dict[str, Any]:
     """Override in a test module to configure ``io.containerd.transfer.v1.local``."""
     return {}
