@@ -340,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     if opts["v"]:
         print(f"containerd-shim-pyrunc-v2:\n  Version:  {VERSION}\n  Runtime:  {RUNTIME_NAME}")
         return 0
+    if opts["info"]:
+        print("containerd-shim-pyrunc-v2: -info is not supported", file=sys.stderr)
+        return 1
     ns = opts["namespace"] or os.environ.get("NAMESPACE", "")
     opts["namespace"] = ns
     try:

@@ -287,7 +287,7 @@ class TaskService:
         c.init = Process(container=c, id="", io=pio)
         self.containers[c.id] = c
         try:
-            stdio = pio.prepare(bundle)
+            stdio = pio.prepare()
             pid = await c.runc.create(
                 c.id,
                 bundle,
@@ -348,7 +348,7 @@ class TaskService:
             else:
                 if c.init.exited.is_set():
                     raise errdefs.FailedPrecondition(f"container {c.id} is not running")
-                stdio = p.io.prepare(c.bundle)
+                stdio = p.io.prepare()
                 try:
                     pid = await c.runc.exec(
                         c.id,

@@ -136,7 +136,9 @@ class ProcessIO:
         return self._console.path if self._console is not None else ""
 
     def prepare(self, work_dir: str | None = None) -> Stdio:
-        """Open everything; the stdio to give runc (None for a terminal's)."""
+        """Open everything; the stdio to give runc (None for a terminal's). The console
+        socket goes in ``work_dir`` (default: the temp dir; a bundle path may be too long
+        for a unix socket)."""
         try:
             if self.stdin:
                 self._stdin_fifo = _open_input(self.stdin)

@@ -471,11 +471,26 @@ async def test_exec_kill_pause_resume_pids_stats_over_v2(h: Harness, exchange: E
     st = await call(client, "State", shim_v2.StateRequest(id="long"), shim_v2.StateResponse, svc)
     assert st.status == task_types.RUNNING
 
+    # update the resources, then stats (cgroup v1 metrics) show them
+    resources = {"pids": {"limit": 77}}
+    await call(
+        client,
+        "Update",
+        shim_v2.UpdateTaskRequest(
+            id="long",
+            resources=any_pb2.Any(
+                type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+                value=json.dumps(resources).encode(),
+            ),
+        ),
+        empty_pb2.Empty,
+        svc,
+    )
     # stats: cgroup v1 metrics
     stats = await call(client, "Stats", shim_v2.StatsRequest(id="long"), shim_v2.StatsResponse, svc)
     assert stats.stats.type_url == "io.containerd.cgroups.v1.Metrics"
     m = metrics.message_class().FromString(stats.stats.value)
-    assert m.pids.current >= 1 and m.memory.usage.usage > 0
+    assert m.pids.current >= 1 and m.pids.limit == 77 and m.memory.usage.usage > 0
 
     # checkpoint is not implemented; a running task cannot be deleted
     with pytest.raises(errdefs.NotImplemented_):
@@ -681,6 +696,7 @@ async def test_delete_action_cleans_up_after_a_killed_shim(h: Harness) -> None:
     conn = await call(
         client, "Connect", shim_pb2.ConnectRequest(id="dead"), shim_pb2.ConnectResponse
     )
+    h.shim_pids.add(conn.shim_pid)
     created = await call(client, "Create", h.create_request("dead", b), shim_pb2.CreateTaskResponse)
     await call(client, "Start", shim_pb2.StartRequest(id="dead"), shim_pb2.StartResponse)
     assert is_mount(b / "rootfs")
