@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import attrs
 
-from pycontainerd.core.images.archive import BlobProgress
+if TYPE_CHECKING:
+    from pycontainerd.core.images.archive import BlobProgress
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 
