@@ -15,6 +15,7 @@ container keeps open. Terminals come back through a :class:`ConsoleSocket`.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import logging
@@ -273,11 +274,11 @@ class Runc:
         out = await self._run("state", id, capture=True)
         return _json(out, "state")  # type: ignore[no-any-return]
 
-    async def list(self) -> list[dict[str, Any]]:
+    async def list(self) -> builtins.list[dict[str, Any]]:
         out = await self._run("list", "--format", "json", capture=True)
         return _json(out, "list") or []  # type: ignore[no-any-return]
 
-    async def ps(self, id: str) -> list[int]:
+    async def ps(self, id: str) -> builtins.list[int]:
         out = await self._run("ps", "--format", "json", id, capture=True)
         pids = _json(out, "ps") or []
         return [int(p) for p in pids]

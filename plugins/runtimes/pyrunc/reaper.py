@@ -60,7 +60,9 @@ class Reaper(asyncio.AbstractChildWatcher):
 
     # -- AbstractChildWatcher
 
-    def add_child_handler(self, pid: int, callback: Callable[..., Any], *args: Any) -> None:
+    def add_child_handler(  # type: ignore[override]
+        self, pid: int, callback: Callable[..., Any], *args: Any
+    ) -> None:
         self._handlers[pid] = (callback, args)
 
     def remove_child_handler(self, pid: int) -> bool:
