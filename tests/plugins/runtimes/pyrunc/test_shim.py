@@ -713,6 +713,20 @@ async def test_delete_action_cleans_up_after_a_killed_shim(h: Harness) -> None:
     )
     assert "dead" not in listed.stdout.split()
 
+    # the dead shim's socket file is still there: a new start replaces it with a live shim
+    assert os.path.exists(address.removeprefix("unix://"))
+    again = await h.start("dead", b)
+    assert again == address
+    client = await h.connect(again)
+    conn2 = await call(
+        client, "Connect", shim_pb2.ConnectRequest(id="dead"), shim_pb2.ConnectResponse
+    )
+    h.shim_pids.add(conn2.shim_pid)
+    assert conn2.shim_pid != conn.shim_pid and conn2.task_pid == 0
+    with contextlib.suppress(errdefs.Unavailable):
+        await call(client, "Shutdown", shim_pb2.ShutdownRequest(id="dead"), empty_pb2.Empty)
+    await wait_gone(conn2.shim_pid)
+
 
 async def test_oom_event(h: Harness, exchange: Exchange) -> None:
     b = h.bundle("oom", ["sh", "-c", "tail /dev/zero"])
