@@ -34,6 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 NS = "default"
 RUNTIME = "io.containerd.runc.v2"
+#: containerd's shim (Debian) and ours
+RUNTIMES = ("io.containerd.runc.v2", "io.containerd.pyrunc.v2")
 CONTAINERS_MODULE = "pycontainerd.plugins.services.containers.plugin"
 
 
@@ -180,16 +182,19 @@ def _bundle(d: Daemon, id: str) -> Path:  # noqa: A002
     return d.state / "io.containerd.runtime.v2.task" / NS / id
 
 
-def test_ctr_tasks_start_prints_hello_and_exit_codes_propagate(running: Client) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ctr_tasks_start_prints_hello_and_exit_codes_propagate(
+    running: Client, runtime: str
+) -> None:
     d = running.daemon
-    running.container("hello", ["echo", "hello"])
+    running.container("hello", ["echo", "hello"], runtime)
     res = d.ctr("tasks", "start", "hello")
     assert res.stdout == "hello\n", d.log()[-3000:]
     # attached, ctr deletes the task once it has exited
     assert "hello" not in _tasks(d)
     assert not _bundle(d, "hello").exists()
 
-    running.container("exit3", ["sh", "-c", "echo oops >&2; exit 3"])
+    running.container("exit3", ["sh", "-c", "echo oops >&2; exit 3"], runtime)
     res = d.ctr("tasks", "start", "exit3", check=False)
     assert res.returncode == 3, (res.stdout, res.stderr)
     assert "oops" in res.stderr
@@ -197,9 +202,12 @@ def test_ctr_tasks_start_prints_hello_and_exit_codes_propagate(running: Client) 
     assert not _bundle(d, "exit3").exists()
 
 
-def test_ctr_tasks_ls_ps_metrics_pause_resume_exec_kill_delete(running: Client) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ctr_tasks_ls_ps_metrics_pause_resume_exec_kill_delete(
+    running: Client, runtime: str
+) -> None:
     d = running.daemon
-    running.container("sleeper", ["sleep", "1000"])
+    running.container("sleeper", ["sleep", "1000"], runtime)
     d.ctr("tasks", "start", "-d", "sleeper")
     pid, status = _tasks(d)["sleeper"]
     assert status == "RUNNING" and int(pid) > 0
@@ -286,9 +294,10 @@ def _zombie(pid: int) -> bool:
         return True
 
 
-def test_shim_killed_under_ctr_yields_exit_and_cleanup(running: Client) -> None:
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_shim_killed_under_ctr_yields_exit_and_cleanup(running: Client, runtime: str) -> None:
     d = running.daemon
-    running.container("crash", ["sleep", "1000"])
+    running.container("crash", ["sleep", "1000"], runtime)
     d.ctr("tasks", "start", "-d", "crash")
     pid, _ = _tasks(d)["crash"]
     with open(f"/proc/{pid}/stat") as f:

@@ -28,7 +28,8 @@ from pycontainerd.plugins.runtimes.v2.manager import ShimManager, TaskManager
 from pycontainerd.plugins.services.events.service import EventsService
 
 NAMESPACE = "rtv2test"
-RUNTIME = "io.containerd.runc.v2"
+#: containerd's shim (Debian) and ours
+RUNTIMES = ("io.containerd.runc.v2", "io.containerd.pyrunc.v2")
 
 
 def extract_rootfs(image: images.Image, dest: str) -> str:
@@ -50,7 +51,10 @@ def busybox_rootfs(busybox: images.Image) -> Iterator[str]:
 class RuntimeEnv:
     """A daemon-like setup: exchange, ttrpc events server, root/state dirs."""
 
-    def __init__(self, workdir: str, exchange: Exchange, server: Server, rootfs: str) -> None:
+    def __init__(
+        self, workdir: str, exchange: Exchange, server: Server, rootfs: str, runtime: str
+    ) -> None:
+        self.runtime = runtime
         self.workdir = workdir
         self.exchange = exchange
         self.server = server
@@ -80,7 +84,7 @@ class RuntimeEnv:
             spec=self.spec(id, args, **kw),
             rootfs=[Mount(type="bind", source=self.rootfs, options=("rbind", "rw"))],
             io=io or IO(),
-            runtime=RUNTIME,
+            runtime=self.runtime,
         )
 
     def fifo_dir(self) -> str:
@@ -99,14 +103,17 @@ def workdir() -> Iterator[str]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.fixture
-async def runtime_env(workdir: str, busybox_rootfs: str) -> AsyncIterator[RuntimeEnv]:
-    peers.require_binary("containerd-shim-runc-v2")
+@pytest.fixture(params=RUNTIMES)
+async def runtime_env(
+    request: pytest.FixtureRequest, workdir: str, busybox_rootfs: str
+) -> AsyncIterator[RuntimeEnv]:
+    if request.param == "io.containerd.runc.v2":
+        peers.require_binary("containerd-shim-runc-v2")
     peers.require_binary("runc")
     exchange = Exchange()
     server = Server(address=os.path.join(workdir, "pyc.sock.ttrpc"))
     await server.start([EventsService(exchange)])
-    env = RuntimeEnv(workdir, exchange, server, busybox_rootfs)
+    env = RuntimeEnv(workdir, exchange, server, busybox_rootfs, request.param)
     try:
         with namespaces.use(NAMESPACE):
             yield env
