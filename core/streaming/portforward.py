@@ -17,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import struct
+from collections.abc import Coroutine
+from typing import Any
 
 import attrs
 from aiohttp import web
@@ -115,8 +117,8 @@ async def serve_spdy(
     pairs: dict[str, _Pair] = {}
     tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def spawn(coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

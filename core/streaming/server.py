@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_IDLE_TIMEOUT = 4 * 3600.0
 DEFAULT_CREATION_TIMEOUT = 30.0
+_STOP_GRACE = 2.0
 
 
 @attrs.frozen(kw_only=True)
@@ -132,7 +133,9 @@ class StreamServer:
         for kind in ("exec", "attach", "portforward"):
             for method in ("GET", "POST"):
                 app.router.add_route(method, f"/{kind}/{{token}}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=_STOP_GRACE
+        )
         await runner.setup()
         host = cfg.address or "0.0.0.0"
         try:
@@ -155,12 +158,13 @@ class StreamServer:
         log.info("streaming server listening on %s", self._base_url)
 
     async def stop(self) -> None:
-        """Stop listening and end every stream in progress."""
+        """Stop listening and end every stream in progress (bounded: connections whose close
+        handshake does not finish within a couple of seconds are dropped)."""
         runner, self._runner = self._runner, None
         for task in list(self._handlers):
             task.cancel()
         if self._handlers:
-            await asyncio.gather(*self._handlers, return_exceptions=True)
+            await asyncio.wait(set(self._handlers), timeout=_STOP_GRACE)
         if runner is not None:
             await runner.cleanup()
 

@@ -75,17 +75,17 @@ class AttachRequest:
 @attrs.frozen(kw_only=True)
 class PortForwardRequest:
     pod_sandbox_id: str
-    ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    ports: tuple[int, ...] = attrs.field(default=(), converter=lambda v: tuple(int(p) for p in v))
 
     @classmethod
     def from_request(cls, req: Any) -> PortForwardRequest:
         """From anything shaped like CRI's ``runtime.v1.PortForwardRequest`` (``port`` list)."""
-        ports = getattr(req, "port", None)
+        ports: Any = getattr(req, "port", None)
         if ports is None:
             ports = getattr(req, "ports", ())
         return cls(
             pod_sandbox_id=str(getattr(req, "pod_sandbox_id", "")),
-            ports=tuple(int(p) for p in ports),
+            ports=ports,
         )
 
     def validate(self) -> None:

@@ -85,8 +85,13 @@ class LocalRuntime:
             tasks.append(asyncio.create_task(_pump_in(stdin, write, close)))
         assert proc.stdout is not None and proc.stderr is not None
         outs = [_pump_out(proc.stdout, stdout), _pump_out(proc.stderr, stderr)]
-        await asyncio.gather(*outs)
-        code = await proc.wait()
+        try:
+            await asyncio.gather(*outs)
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            proc.kill()
+            await proc.wait()
+            raise
         for t in tasks:
             t.cancel()
         return code

@@ -453,3 +453,18 @@ async def test_idle_websocket_is_closed(server: StreamServer) -> None:
     ):
         await asyncio.wait_for(ws_collect(ws), 4)
     assert loop.time() - start < 3
+
+
+async def test_stop_ends_streams_in_progress(runtime: Any) -> None:
+    srv = StreamServer(Config(), runtime)
+    await srv.start()
+    url = srv.get_exec(exec_req(["sleep", "30"]))
+    async with (
+        aiohttp.ClientSession() as s,
+        s.ws_connect(url, protocols=["v4.channel.k8s.io"]) as ws,
+    ):
+        await ws.receive()  # the ready message: exec is running
+        collect = asyncio.create_task(ws_collect(ws))
+        await asyncio.wait_for(srv.stop(), 5)
+        await asyncio.wait_for(collect, 5)
+    assert ws.closed
