@@ -52,6 +52,17 @@ else
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
+# Optional peers: kubectl (a real Go client of the CRI streaming server) where an apt source
+# offers it; its tests skip with that reason where no source does.
+if ! command -v kubectl >/dev/null 2>&1; then
+    if apt-cache show kubectl >/dev/null 2>&1; then
+        say "apt: installing optional kubectl"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends kubectl \
+            || say "apt: kubectl not installed (optional)"
+    else
+        say "apt: no source offers kubectl (optional; its streaming interop tests will skip)"
+    fi
+fi
 
 # The containerd package enables its daemon under systemd; the tests never need it running.
 # (We do not stop one that an operator started: we only make sure nothing here depends on it.)
