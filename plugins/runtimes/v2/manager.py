@@ -190,6 +190,8 @@ class ShimManager:
             exit_ = Exit(
                 pid=0, status=UNKNOWN_EXIT_STATUS, timestamp=datetime.datetime.now(datetime.UTC)
             )
+        if shim.params.address:
+            await asyncio.to_thread(_remove_stale_socket, shim.params.address)
         listed = self._shims.get((ns, id_)) is shim
         self.remove(shim)
         if shim.shim_log is not None:
@@ -290,6 +292,7 @@ class ShimManager:
             return
         binary = self._binary(bundle, runtime_path)
         shim_log = await ShimLog.open(bundle)
+        params = _no_params()
         try:
             params = await asyncio.to_thread(read_bootstrap, bundle)
             client = await TaskClient.connect(params, timeout=LOAD_TIMEOUT)
@@ -300,7 +303,7 @@ class ShimManager:
             shim_log.close()
             dead = ShimInstance(
                 bundle=bundle,
-                params=_no_params(),
+                params=params,
                 client=_DeadClient(),
                 shim_log=None,
             )
@@ -381,6 +384,29 @@ class _DeadClient:
 
     async def call(self, *args: Any, **kw: Any) -> Any:
         raise errdefs.Unavailable("shim is gone")
+
+
+def _remove_stale_socket(address: str) -> None:
+    """Remove the socket file of a dead shim (one that no longer accepts connections)."""
+    import socket
+
+    if not address.startswith("unix://"):
+        return
+    path = address[len("unix://") :]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(1)
+        s.connect(path)
+        return  # alive: another task of a grouped shim may still use it
+    except ConnectionRefusedError:
+        pass
+    except OSError:
+        return
+    finally:
+        s.close()
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+        log.debug("removed stale shim socket %s", path)
 
 
 def _cleanup_work_dirs(state: str, root: str, ns: str) -> None:

@@ -81,7 +81,7 @@ class TaskClient:
         if params.protocol == "grpc":
             import grpc
 
-            from pycontainerd.core.server.grpcserver import strip_unix
+            from pycontainerd.core.server.sockets import strip_unix
 
             channel = grpc.aio.insecure_channel(f"unix:{strip_unix(params.address)}")
             try:

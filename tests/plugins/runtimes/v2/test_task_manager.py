@@ -180,6 +180,8 @@ async def test_shim_killed_under_running_task_reports_exit_and_cleans_up(runtime
     pid = await task.start()
     shim_pid, task_pid = await task.connect()
     assert task_pid == pid
+    socket_path = task.shim.params.address.removeprefix("unix://")
+    assert os.path.exists(socket_path)
     waiter = asyncio.ensure_future(task.wait())
     await asyncio.sleep(0.2)
     os.kill(shim_pid, signal.SIGKILL)
@@ -195,6 +197,7 @@ async def test_shim_killed_under_running_task_reports_exit_and_cleans_up(runtime
     with pytest.raises(errdefs.NotFound):
         await tm.get("crash")
     assert not env.bundle("crash").exists()
+    assert not os.path.exists(socket_path)  # the dead shim's socket is removed
     # the container's process is gone too
     await asyncio.sleep(0.2)
     assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid)
