@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from pycontainerd.core import errdefs, platforms
+from pycontainerd.core import errdefs
+from pycontainerd.core import platforms as platforms_
 from pycontainerd.core.transfer import UnpackConfiguration
 
 if TYPE_CHECKING:
@@ -44,10 +45,10 @@ class ImageStore:
     def __str__(self) -> str:
         return f"Local Image Store ({self.name})"
 
-    def matcher(self) -> platforms.MatchComparer:
+    def matcher(self) -> platforms_.MatchComparer:
         if not self.platforms:
-            return platforms.ALL
-        return platforms.ordered(*self.platforms)
+            return platforms_.ALL
+        return platforms_.ordered(*self.platforms)
 
     def names(self, desc: Descriptor) -> list[str]:
         out = [self.name] if self.name else []

@@ -50,7 +50,8 @@ class Stream(Protocol):
 
 def generate_id(prefix: str) -> str:
     """A stream id as containerd makes them: ``<prefix>-<nanoseconds>-<base64 of 3 bytes>``."""
-    return f"{prefix}-{time.time_ns() % 1_000_000_000}-{base64.urlsafe_b64encode(os.urandom(3)).decode()}"
+    suffix = base64.urlsafe_b64encode(os.urandom(3)).decode()
+    return f"{prefix}-{time.time_ns() % 1_000_000_000}-{suffix}"
 
 
 @attrs.define(eq=False)

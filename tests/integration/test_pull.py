@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import peers
 import pytest
 from daemon import Daemon
-
-import peers
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
