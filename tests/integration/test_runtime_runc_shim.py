@@ -309,3 +309,21 @@ def test_shim_killed_under_ctr_yields_exit_and_cleanup(running: Client, runtime:
     assert "crash" not in _tasks(d), d.log()[-3000:]
     assert not _bundle(d, "crash").exists()
     assert not os.path.exists(f"/proc/{pid}") or _zombie(int(pid))
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_ctr_run_rm_imported_image_prints_hello(
+    running: Client, runtime: str, busybox: images.Image, base: Path
+) -> None:
+    d = running.daemon
+    archive = busybox.oci_archive(base / "busybox.tar")
+    d.ctr("images", "import", str(archive))
+    res = d.ctr("run", "--rm", "--runtime", runtime, busybox.name, "run1", "echo", "hello")
+    assert res.stdout == "hello\n", res.stderr
+    res = d.ctr(
+        "run", "--rm", "--runtime", runtime, busybox.name, "run2", "sh", "-c", "exit 7", check=False
+    )
+    assert res.returncode == 7, res.stderr
+    assert d.ctr("containers", "ls", "-q").stdout.split() == []
+    assert _tasks(d) == {}
+    assert not _bundle(d, "run1").exists() and not _bundle(d, "run2").exists()
