@@ -1,0 +1,1 @@
+"""The CRI runtime configuration plugin (``io.containerd.cri.v1.runtime``)."""
