@@ -214,3 +214,19 @@ async def test_container_events(md_daemon) -> None:  # type: ignore[no-untyped-d
     update = ev_pb.ContainerUpdate()
     update.ParseFromString(got[1].event.value)
     assert dict(update.labels) == {"k": "v"} and update.image == "img"
+
+
+def test_registrations_match_containerd() -> None:
+    from pycontainerd.plugins import builtins
+    from pycontainerd.plugins.services.containers import plugin
+
+    got = [(r.type, r.id, tuple(r.requires)) for r in plugin.pycontainerd_registrations()]
+    assert got == [
+        (
+            "io.containerd.service.v1",
+            "containers-service",
+            ("io.containerd.event.v1", "io.containerd.metadata.v1"),
+        ),
+        ("io.containerd.grpc.v1", "containers", ("io.containerd.service.v1",)),
+    ]
+    assert "pycontainerd.plugins.services.containers.plugin" in builtins.MODULES

@@ -233,3 +233,19 @@ async def test_image_events_are_containerd_image_events(md_daemon) -> None:  # t
     create = ev_pb.ImageCreate()
     create.ParseFromString(got[0].event.value)
     assert create == ev_pb.ImageCreate(name="e:1", labels={"l": "v"})
+
+
+def test_registrations_match_containerd() -> None:
+    from pycontainerd.plugins import builtins
+    from pycontainerd.plugins.services.images import plugin
+
+    got = [(r.type, r.id, tuple(r.requires)) for r in plugin.pycontainerd_registrations()]
+    assert got == [
+        (
+            "io.containerd.service.v1",
+            "images-service",
+            ("io.containerd.metadata.v1", "io.containerd.gc.v1", "io.containerd.warning.v1"),
+        ),
+        ("io.containerd.grpc.v1", "images", ("io.containerd.service.v1",)),
+    ]
+    assert "pycontainerd.plugins.services.images.plugin" in builtins.MODULES

@@ -121,3 +121,12 @@ async def test_resources_add_list_delete_and_what_they_protect(md_daemon) -> Non
     await gc.schedule_and_wait()
     with namespaces.use("default"), pytest.raises(errdefs.NotFound):
         await mdb.content_store.info(dgst)
+
+
+def test_registrations_match_containerd() -> None:
+    from pycontainerd.plugins import builtins
+    from pycontainerd.plugins.services.leases import plugin
+
+    got = [(r.type, r.id, tuple(r.requires)) for r in plugin.pycontainerd_registrations()]
+    assert got == [("io.containerd.grpc.v1", "leases", ("io.containerd.lease.v1",))]
+    assert "pycontainerd.plugins.services.leases.plugin" in builtins.MODULES

@@ -159,3 +159,19 @@ async def test_namespace_events_reach_subscribers_as_containerd_events(md_daemon
     update = ev_pb.NamespaceUpdate()
     update.ParseFromString(got[1].event.value)
     assert dict(update.labels) == {"k": "v", "k2": "v2"}
+
+
+def test_registrations_match_containerd() -> None:
+    from pycontainerd.plugins import builtins
+    from pycontainerd.plugins.services.namespaces import plugin
+
+    got = [(r.type, r.id, tuple(r.requires)) for r in plugin.pycontainerd_registrations()]
+    assert got == [
+        (
+            "io.containerd.service.v1",
+            "namespaces-service",
+            ("io.containerd.event.v1", "io.containerd.metadata.v1"),
+        ),
+        ("io.containerd.grpc.v1", "namespaces", ("io.containerd.service.v1",)),
+    ]
+    assert "pycontainerd.plugins.services.namespaces.plugin" in builtins.MODULES

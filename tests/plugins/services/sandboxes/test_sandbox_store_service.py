@@ -91,3 +91,15 @@ async def test_error_codes(md_daemon) -> None:  # type: ignore[no-untyped-def]
         == "INVALID_ARGUMENT"
     )
     assert await code_of(s.Get(pb.StoreGetRequest(sandbox_id="x"))) == "FAILED_PRECONDITION"
+
+
+def test_registrations_match_containerd() -> None:
+    from pycontainerd.plugins import builtins
+    from pycontainerd.plugins.services.sandboxes import plugin
+
+    got = [(r.type, r.id, tuple(r.requires)) for r in plugin.pycontainerd_registrations()]
+    assert got == [
+        ("io.containerd.sandbox.store.v1", "local", ("io.containerd.metadata.v1",)),
+        ("io.containerd.grpc.v1", "sandboxes", ("io.containerd.sandbox.store.v1",)),
+    ]
+    assert "pycontainerd.plugins.services.sandboxes.plugin" in builtins.MODULES
