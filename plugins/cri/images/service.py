@@ -244,7 +244,10 @@ class CRIImageService:
         labels = self._labels(ref)
         started = time.monotonic()
         log.debug("cri: pull %s into snapshotter %s", ref, target.snapshotter)
-        await self._transfer(ref, target, labels, credentials, headers, timeout)
+        try:
+            await self._transfer(ref, target, labels, credentials, headers, timeout)
+        finally:
+            self.snapshot_store.invalidate()
         record = await self.client.get_image(ref)
         with self.client.scope():
             config_desc = await image_.config(
@@ -342,6 +345,7 @@ class CRIImageService:
                     e.code, f"failed to delete image reference {ref!r} for {image.id!r}: {e}"
                 ) from e
             await self.index.update(ref)
+        self.snapshot_store.invalidate()
 
     # --- image filesystem --------------------------------------------------------------
 

@@ -48,6 +48,10 @@ class SnapshotStore:
     def list(self, snapshotter: str | None = None) -> list[Snapshot]:
         return [s for (sn, _), s in sorted(self._items.items()) if snapshotter in (None, sn)]
 
+    def invalidate(self) -> None:
+        """Make the next :meth:`sync` with a ``max_age`` run (snapshots were added/removed)."""
+        self._last_sync = 0.0
+
     async def sync(self, max_age: float = 0.0) -> None:
         """Refresh the usage, unless the last refresh is younger than ``max_age`` seconds."""
         async with self._lock:

@@ -81,11 +81,20 @@ def cri_config() -> dict[str, Any]:
     return {}
 
 
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``, tables recursively."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 async def start_cri_daemon(base: str, overrides: dict[str, Any]) -> Server:
     registry = loader.discover(CRI_MODULES, autoload=False)
-    configs = base_configs(base)
-    for uri, value in overrides.items():
-        configs[uri] = {**configs.get(uri, {}), **value}
+    configs = merge(base_configs(base), overrides)
     settings = Settings(
         root=os.path.join(base, "root"),
         state=os.path.join(base, "state"),
