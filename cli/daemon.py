@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("default", help="print the default configuration")
     cfg_sub.add_parser("dump", help="print the effective configuration (after imports)")
     cfg_sub.add_parser("migrate", help="print the configuration migrated to the current version")
+    pub = sub.add_parser("publish", help="publish an event (a protobuf Any on stdin) to the "
+                         "daemon at --address; the legacy path shims use")
+    from pycontainerd.plugins.runtimes.v2 import publish
+
+    publish.add_arguments(pub)
     return p
 
 
@@ -180,6 +185,12 @@ def main(argv: list[str] | None = None) -> int:
         _setup_logging(args.log_level)
         if args.command == "config":
             return _config_command(args)
+        if args.command == "publish":
+            from pycontainerd.core import config as config_
+            from pycontainerd.plugins.runtimes.v2 import publish
+
+            return publish.run(args.address or config_.DEFAULT_ADDRESS, args.namespace,
+                               args.topic)
         try:
             import uvloop  # type: ignore[import-not-found]
 

@@ -7,13 +7,39 @@ what failed: ``failed to prepare snapshot "k1": parent "p" not found``.
 
 from __future__ import annotations
 
-import grpc
+import enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # grpc is imported only where a gRPC status is really needed (not in shims)
+    import grpc
+
+
+class Code(enum.IntEnum):
+    """gRPC status codes, by number and by grpc's names (without importing grpc)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
 
 
 class ContainerdError(Exception):
-    """Base of every categorised error. ``code`` is the gRPC status code."""
+    """Base of every categorised error. ``code`` is its gRPC status code."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: Code = Code.UNKNOWN
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.default_message)
@@ -26,37 +52,37 @@ class ContainerdError(Exception):
 
 
 class Unknown(ContainerdError):
-    code = grpc.StatusCode.UNKNOWN
+    code = Code.UNKNOWN
     default_message = "unknown"
 
 
 class InvalidArgument(ContainerdError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code = Code.INVALID_ARGUMENT
     default_message = "invalid argument"
 
 
 class NotFound(ContainerdError):
-    code = grpc.StatusCode.NOT_FOUND
+    code = Code.NOT_FOUND
     default_message = "not found"
 
 
 class AlreadyExists(ContainerdError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code = Code.ALREADY_EXISTS
     default_message = "already exists"
 
 
 class PermissionDenied(ContainerdError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code = Code.PERMISSION_DENIED
     default_message = "permission denied"
 
 
 class ResourceExhausted(ContainerdError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code = Code.RESOURCE_EXHAUSTED
     default_message = "resource exhausted"
 
 
 class FailedPrecondition(ContainerdError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code = Code.FAILED_PRECONDITION
     default_message = "failed precondition"
 
 
@@ -69,51 +95,51 @@ class NotModified(FailedPrecondition):
 
 
 class Aborted(ContainerdError):
-    code = grpc.StatusCode.ABORTED
+    code = Code.ABORTED
     default_message = "aborted"
 
 
 class OutOfRange(ContainerdError):
-    code = grpc.StatusCode.OUT_OF_RANGE
+    code = Code.OUT_OF_RANGE
     default_message = "out of range"
 
 
 class NotImplemented_(ContainerdError):  # noqa: N801 - avoid shadowing the builtin constant
-    code = grpc.StatusCode.UNIMPLEMENTED
+    code = Code.UNIMPLEMENTED
     default_message = "not implemented"
 
 
 class Internal(ContainerdError):
-    code = grpc.StatusCode.INTERNAL
+    code = Code.INTERNAL
     default_message = "internal"
 
 
 class Unavailable(ContainerdError):
-    code = grpc.StatusCode.UNAVAILABLE
+    code = Code.UNAVAILABLE
     default_message = "unavailable"
 
 
 class DataLoss(ContainerdError):
-    code = grpc.StatusCode.DATA_LOSS
+    code = Code.DATA_LOSS
     default_message = "data loss"
 
 
 class Unauthenticated(ContainerdError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code = Code.UNAUTHENTICATED
     default_message = "unauthenticated"
 
 
 class DeadlineExceeded(ContainerdError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = Code.DEADLINE_EXCEEDED
     default_message = "deadline exceeded"
 
 
 class Canceled(ContainerdError):
-    code = grpc.StatusCode.CANCELLED
+    code = Code.CANCELLED
     default_message = "canceled"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
+_BY_CODE: dict[Code, type[ContainerdError]] = {
     cls.code: cls
     for cls in (
         Unknown,
@@ -135,51 +161,61 @@ _BY_CODE: dict[grpc.StatusCode, type[ContainerdError]] = {
     )
 }
 
-_BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
 
-
-def to_grpc_code(exc: BaseException) -> grpc.StatusCode:
+def code_of(exc: BaseException) -> Code:
     """The status code for any exception: categorised ones by class, a few builtins by kind."""
     if isinstance(exc, ContainerdError):
         return exc.code
     if isinstance(exc, FileNotFoundError):
-        return grpc.StatusCode.NOT_FOUND
+        return Code.NOT_FOUND
     if isinstance(exc, FileExistsError):
-        return grpc.StatusCode.ALREADY_EXISTS
+        return Code.ALREADY_EXISTS
     if isinstance(exc, PermissionError):
-        return grpc.StatusCode.PERMISSION_DENIED
+        return Code.PERMISSION_DENIED
     if isinstance(exc, NotImplementedError):
-        return grpc.StatusCode.UNIMPLEMENTED
+        return Code.UNIMPLEMENTED
     if isinstance(exc, TimeoutError):
-        return grpc.StatusCode.DEADLINE_EXCEEDED
-    return grpc.StatusCode.UNKNOWN
+        return Code.DEADLINE_EXCEEDED
+    return Code.UNKNOWN
 
 
-def code_number(code: grpc.StatusCode) -> int:
+def to_grpc_code(exc: BaseException) -> grpc.StatusCode:
+    """:func:`code_of` as grpc's enum (imports grpc)."""
+    import grpc
+
+    return getattr(grpc.StatusCode, code_of(exc).name)
+
+
+def code_number(code: Any) -> int:
+    """The number of a :class:`Code` or a ``grpc.StatusCode``."""
+    if isinstance(code, int):
+        return int(code)
     return int(code.value[0])
 
 
-def code_from_number(number: int) -> grpc.StatusCode:
-    return _BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN)
+def code_from_number(number: int) -> Code:
+    try:
+        return Code(number)
+    except ValueError:
+        return Code.UNKNOWN
 
 
-def from_code(code: grpc.StatusCode | int, message: str) -> ContainerdError:
-    """Build the categorised error for a status (used by clients and the ttrpc layer)."""
-    if isinstance(code, int):
-        code = code_from_number(code)
-    return _BY_CODE.get(code, Unknown)(message)
+def from_code(code: Any, message: str) -> ContainerdError:
+    """Build the categorised error for a status (a Code, a number or a ``grpc.StatusCode``)."""
+    c = code_from_number(code_number(code))
+    return _BY_CODE.get(c, Unknown)(message)
 
 
-def from_grpc(err: grpc.RpcError) -> ContainerdError:
+def from_grpc(err: Any) -> ContainerdError:
     """Turn a grpc client error back into a category, keeping the server's message."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    code = err.code() if hasattr(err, "code") else Code.UNKNOWN
     details = err.details() if hasattr(err, "details") else str(err)
     return from_code(code, details or "")
 
 
 def is_not_found(exc: BaseException) -> bool:
-    return to_grpc_code(exc) == grpc.StatusCode.NOT_FOUND
+    return code_of(exc) == Code.NOT_FOUND
 
 
 def is_already_exists(exc: BaseException) -> bool:
-    return to_grpc_code(exc) == grpc.StatusCode.ALREADY_EXISTS
+    return code_of(exc) == Code.ALREADY_EXISTS

@@ -7,7 +7,6 @@ the ``containerd-namespace`` and ``containerd-lease`` metadata into context vari
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ import attrs
 import grpc
 
 from pycontainerd.core import errdefs, namespaces
+from pycontainerd.core.server.sockets import prepare_unix_socket, secure_unix_socket, strip_unix
 
 log = logging.getLogger(__name__)
 
@@ -134,29 +134,6 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(wrap_stream(handler.unary_stream), *ser)
         return grpc.stream_stream_rpc_method_handler(wrap_stream(handler.stream_stream), *ser)
-
-
-def prepare_unix_socket(path: str) -> None:
-    """Create the parent directory and remove a stale socket left by a previous run."""
-    os.makedirs(os.path.dirname(path) or ".", mode=0o711, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def secure_unix_socket(path: str, uid: int, gid: int, mode: int = 0o660) -> None:
-    os.chmod(path, mode)
-    if uid >= 0 or gid >= 0:
-        os.chown(path, uid, gid)
-
-
-def resolve_gid(value: int | str) -> int:
-    if isinstance(value, int):
-        return value
-    return grp.getgrnam(value).gr_gid
-
-
-def strip_unix(address: str) -> str:
-    return address[len("unix://") :] if address.startswith("unix://") else address
 
 
 @attrs.define(eq=False, kw_only=True)

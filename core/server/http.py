@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from pycontainerd.core.server.grpcserver import prepare_unix_socket, secure_unix_socket
+from pycontainerd.core.server.sockets import prepare_unix_socket, secure_unix_socket
 
 log = logging.getLogger(__name__)
 

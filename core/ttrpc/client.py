@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from pycontainerd.api.ttrpc import request_pb2
 from pycontainerd.core import errdefs, namespaces
-from pycontainerd.core.server.grpcserver import strip_unix
+from pycontainerd.core.server.sockets import strip_unix
 from pycontainerd.core.ttrpc import frame, inbox, metadata, status
 from pycontainerd.core.ttrpc.frame import (
     FLAG_NO_DATA,

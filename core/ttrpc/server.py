@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
-import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from pycontainerd.api.ttrpc import request_pb2
 from pycontainerd.core import errdefs, namespaces
-from pycontainerd.core.server.grpcserver import prepare_unix_socket, secure_unix_socket, strip_unix
+from pycontainerd.core.server.sockets import prepare_unix_socket, secure_unix_socket, strip_unix
 from pycontainerd.core.ttrpc import frame, inbox, metadata, status
 from pycontainerd.core.ttrpc.frame import (
     FLAG_NO_DATA,
@@ -125,7 +124,7 @@ class _Connection:
             body = request_pb2.Response(status=status.status_of(err)).SerializeToString()
         await self.send(stream_id, MessageType.RESPONSE, 0, body)
 
-    async def send_status(self, stream_id: int, code: grpc.StatusCode, message: str) -> None:
+    async def send_status(self, stream_id: int, code: errdefs.Code, message: str) -> None:
         """Answer (and finish) a stream with an error status, from the reader task."""
         self.finish(stream_id, cancel=True)
         await self.send_response(stream_id, status.make(code, message))
@@ -151,7 +150,7 @@ class _Connection:
                     header, payload = await frame.read_frame(self.reader)
                 except frame.OversizedFrame as e:
                     await self.send_status(
-                        e.header.stream_id, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e)
+                        e.header.stream_id, errdefs.Code.RESOURCE_EXHAUSTED, str(e)
                     )
                     continue
                 await self.dispatch(header, payload)
@@ -165,7 +164,7 @@ class _Connection:
         if sid % 2 != 1:
             await self.send_status(
                 sid,
-                grpc.StatusCode.INVALID_ARGUMENT,
+                errdefs.Code.INVALID_ARGUMENT,
                 "StreamID must be odd for client initiated streams",
             )
             return
@@ -181,31 +180,31 @@ class _Connection:
         st = self.streams.get(sid)
         if st is None:
             await self.send_status(
-                sid, grpc.StatusCode.INVALID_ARGUMENT, "StreamID is no longer active"
+                sid, errdefs.Code.INVALID_ARGUMENT, "StreamID is no longer active"
             )
             return
         closing = header.has(FLAG_REMOTE_CLOSED)
         if closing and payload:
             await self.send_status(
-                sid, grpc.StatusCode.INVALID_ARGUMENT, "data close message cannot include data"
+                sid, errdefs.Code.INVALID_ARGUMENT, "data close message cannot include data"
             )
             return
         if not header.has(FLAG_NO_DATA):
             if not st.method.client_streaming:
                 await self.send_status(
-                    sid, grpc.StatusCode.INVALID_ARGUMENT, "method does not accept stream data"
+                    sid, errdefs.Code.INVALID_ARGUMENT, "method does not accept stream data"
                 )
                 return
             if st.inbox.closed:
                 await self.send_status(
-                    sid, grpc.StatusCode.INVALID_ARGUMENT, "data handling error: stream closed"
+                    sid, errdefs.Code.INVALID_ARGUMENT, "data handling error: stream closed"
                 )
                 return
             if not await st.inbox.put(payload):
                 if sid in self.streams:
                     await self.send_status(
                         sid,
-                        grpc.StatusCode.INVALID_ARGUMENT,
+                        errdefs.Code.INVALID_ARGUMENT,
                         "data handling error: stream buffer full",
                     )
                 return
@@ -217,7 +216,7 @@ class _Connection:
         if sid <= self.last_id:
             await self.send_status(
                 sid,
-                grpc.StatusCode.INVALID_ARGUMENT,
+                errdefs.Code.INVALID_ARGUMENT,
                 "StreamID cannot be re-used and must increment",
             )
             return
@@ -226,16 +225,16 @@ class _Connection:
             req = request_pb2.Request.FromString(payload)
         except Exception as e:  # noqa: BLE001 - any decode failure is the client's
             await self.send_status(
-                sid, grpc.StatusCode.INVALID_ARGUMENT, f"unmarshal request error: {e}"
+                sid, errdefs.Code.INVALID_ARGUMENT, f"unmarshal request error: {e}"
             )
             return
         service = self.server._services.get(req.service)
         if service is None:
-            await self.send_status(sid, grpc.StatusCode.UNIMPLEMENTED, f"service {req.service}")
+            await self.send_status(sid, errdefs.Code.UNIMPLEMENTED, f"service {req.service}")
             return
         method = service.get(req.method)
         if method is None:
-            await self.send_status(sid, grpc.StatusCode.UNIMPLEMENTED, f"method {req.method}")
+            await self.send_status(sid, errdefs.Code.UNIMPLEMENTED, f"method {req.method}")
             return
         st = _Stream(sid, method)
         if method.client_streaming:
@@ -281,10 +280,10 @@ class _Connection:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
                 raise  # the connection or the stream is going away: nothing to answer
-            result_status = status.make(grpc.StatusCode.CANCELLED, "canceled")
+            result_status = status.make(errdefs.Code.CANCELLED, "canceled")
         except TimeoutError:
             result_status = status.make(
-                grpc.StatusCode.DEADLINE_EXCEEDED, "context deadline exceeded"
+                errdefs.Code.DEADLINE_EXCEEDED, "context deadline exceeded"
             )
         except _ConnectionLost as e:
             log.debug("ttrpc: %s/%s: connection lost: %s", req.service, req.method, e)
@@ -293,7 +292,7 @@ class _Connection:
         except Exception as e:  # noqa: BLE001 - every handler error becomes a status
             result_status = status.status_of(e)
             code = status.code_of(e)
-            if code in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+            if code in (errdefs.Code.UNKNOWN, errdefs.Code.INTERNAL):
                 log.error("ttrpc: %s/%s failed: %s", req.service, req.method, e, exc_info=e)
             else:
                 log.debug("ttrpc: %s/%s: %s: %s", req.service, req.method, code.name, e)

@@ -5,32 +5,30 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-
 from pycontainerd.api.google.rpc import status_pb2
 from pycontainerd.core import errdefs
 
 OK = 0
 
 
-def code_of(exc: BaseException) -> grpc.StatusCode:
+def code_of(exc: BaseException) -> errdefs.Code:
     """The status code a handler's exception is answered with."""
     if isinstance(exc, errdefs.ContainerdError):
         return exc.code
     if isinstance(exc, asyncio.CancelledError):
-        return grpc.StatusCode.CANCELLED
+        return errdefs.Code.CANCELLED
     if isinstance(exc, EOFError):
-        return grpc.StatusCode.OUT_OF_RANGE
+        return errdefs.Code.OUT_OF_RANGE
     if isinstance(exc, BrokenPipeError):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    return errdefs.to_grpc_code(exc)
+        return errdefs.Code.FAILED_PRECONDITION
+    return errdefs.code_of(exc)
 
 
 def status_of(exc: BaseException) -> status_pb2.Status:
     return make(code_of(exc), str(exc) or type(exc).__name__)
 
 
-def make(code: grpc.StatusCode, message: str = "") -> status_pb2.Status:
+def make(code: errdefs.Code, message: str = "") -> status_pb2.Status:
     return status_pb2.Status(code=errdefs.code_number(code), message=message)
 
 

@@ -276,3 +276,36 @@ def test_second_signal_forces_exit(tmp_path):
     d.proc.send_signal(signal.SIGINT)
     d.proc.send_signal(signal.SIGINT)
     assert d.proc.wait(15) in (0, 1)
+
+
+def test_publish_subcommand_delivers_an_event_to_subscribers(daemon):
+    """The legacy shim path: ``pycontainerd --address SOCK publish`` with an Any on stdin."""
+    import grpc
+    from google.protobuf import any_pb2
+
+    from pycontainerd.api.containerd.events import task_pb2
+    from pycontainerd.api.containerd.services.events.v1 import events_pb2, events_pb2_grpc
+
+    event = any_pb2.Any()
+    event.Pack(task_pb2.TaskExit(container_id="c1", exit_status=7), type_url_prefix="")
+    with grpc.insecure_channel(f"unix:{daemon.address}") as ch:
+        stream = events_pb2_grpc.EventsStub(ch).Subscribe(
+            events_pb2.SubscribeRequest(filters=['topic=="/tasks/exit"']), timeout=30)
+        res = subprocess.run(
+            [sys.executable, "-m", "pycontainerd.cli.daemon", "--address", daemon.address,
+             "publish", "--namespace", "testns", "--topic", "/tasks/exit"],
+            input=event.SerializeToString(), capture_output=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        envelope = next(iter(stream))
+        stream.cancel()
+    assert envelope.namespace == "testns" and envelope.topic == "/tasks/exit"
+    got = task_pb2.TaskExit()
+    assert envelope.event.Unpack(got) and got.exit_status == 7
+
+
+def test_publish_subcommand_refuses_garbage(daemon):
+    res = subprocess.run(
+        [sys.executable, "-m", "pycontainerd.cli.daemon", "--address", daemon.address,
+         "publish", "--namespace", "testns", "--topic", "/tasks/exit"],
+        input=b"\xff\xff", capture_output=True, timeout=60)
+    assert res.returncode == 1 and b"failed to read event payload" in res.stderr

@@ -51,7 +51,7 @@ def test_sender_refuses_a_payload_over_4_mib_with_resource_exhausted() -> None:
         frame.encode_frame(1, MessageType.DATA, 0, b"a" * (MAX_MESSAGE_LENGTH + 1))
     err = info.value
     assert isinstance(err, errdefs.ResourceExhausted)
-    assert err.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.code == errdefs.Code.RESOURCE_EXHAUSTED
     assert err.length == MAX_MESSAGE_LENGTH + 1 and err.maximum == MAX_MESSAGE_LENGTH
     assert str(err) == "message length 4194305 exceed maximum message size of 4194304"
 
