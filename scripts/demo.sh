@@ -45,6 +45,29 @@ ctr_ version
 step "ctr plugins ls type==io.containerd.grpc.v1"
 ctr_ plugins ls type==io.containerd.grpc.v1
 
+step "building a busybox OCI archive from Debian's busybox-static (no network needed)"
+ARCHIVE="$DEMO_DIR/busybox.oci.tar"
+$PY - "$REPO/tests/support" "$DEMO_DIR" "$ARCHIVE" <<'PYEOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+import images
+img = images.busybox_image(sys.argv[2] + "/image-cache")
+img.oci_archive(sys.argv[3])
+print(f"{img.name} {img.target.digest} -> {sys.argv[3]}")
+PYEOF
+
+step "pyctr images import (unpacked into overlayfs)"
+pyctr images import "$ARCHIVE"
+step "ctr images ls"
+ctr_ images ls
+
+step "ctr run --rm: a container through containerd's own shim and runc"
+ctr_ run --rm docker.io/library/busybox:latest demo-runc \
+    sh -c 'echo "hello from $(hostname), a busybox container run by pycontainerd"'
+step "ctr run --rm --runtime io.containerd.pyrunc.v2: the same through our own shim"
+PATH="$REPO/.venv/bin:$PATH" ctr_ run --rm --runtime io.containerd.pyrunc.v2 \
+    docker.io/library/busybox:latest demo-pyrunc sh -c 'echo "hello again, via containerd-shim-pyrunc-v2"'
+
 step "stopping pycontainerd"
 cleanup
 trap - EXIT
