@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from pycontainerd.core.remotes.docker.auth import Credentials
-
 if TYPE_CHECKING:
+    from pycontainerd.core.remotes.docker.auth import Credentials
     from pycontainerd.core.content.descriptor import Descriptor
     from pycontainerd.core.remotes.docker import Fetcher, Pusher, Resolver
 

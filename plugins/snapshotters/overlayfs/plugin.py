@@ -34,7 +34,7 @@ async def _init(ic: InitContext) -> Any:
     config: Config = ic.config
     root = config.root_path or ic.properties[types.PROPERTY_ROOT_DIR]
     try:
-        await asyncio.to_thread(check_supported, root)
+        await asyncio.to_thread(_check_once, root, check_supported)
     except (errdefs.NotImplemented_, OSError) as e:
         raise SkipPlugin(f"overlayfs: not supported on {root}: {e}") from e
     ic.meta.platforms.append(host_platform())
@@ -45,6 +45,26 @@ async def _init(ic: InitContext) -> Any:
         sync_remove=config.sync_remove,
         mount_options=config.mount_options,
     )
+
+
+def _check_once(root: str, check: Any) -> None:
+    """Run the real overlay test mount once per kernel and backing filesystem: a mount and
+    unmount costs 0.1-1 s (the kernel waits for a grace period), so a passed check is
+    remembered in the root, keyed by kernel release and device."""
+    import os
+
+    key = f"{os.uname().release} {os.stat(root).st_dev if os.path.exists(root) else ''}"
+    marker = os.path.join(root, ".overlay-supported")
+    try:
+        with open(marker) as f:
+            if f.read() == key:
+                return
+    except OSError:
+        pass
+    check(root)
+    key = f"{os.uname().release} {os.stat(root).st_dev}"
+    with open(marker, "w") as f:
+        f.write(key)
 
 
 @hookimpl
