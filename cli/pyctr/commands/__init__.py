@@ -1,11 +1,15 @@
 from pycontainerd.cli.pyctr.commands import (
+    containers,
     content,
     images,
     leases,
     namespaces,
     plugins,
+    run,
     snapshots,
+    tasks,
     version,
 )
 
-MODULES = [version, plugins, namespaces, images, content, snapshots, leases]
+MODULES = [version, plugins, namespaces, images, content, snapshots, leases, containers, tasks,
+           run]
