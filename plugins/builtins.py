@@ -36,6 +36,7 @@ MODULES = [
     "pycontainerd.plugins.services.healthcheck.plugin",
     "pycontainerd.plugins.cri.runtime.plugin",
     "pycontainerd.plugins.cri.images.plugin",
+    "pycontainerd.plugins.cri.podsandbox.plugin",
     "pycontainerd.plugins.cri.plugin",
     "pycontainerd.plugins.server.plugin",
 ]

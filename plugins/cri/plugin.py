@@ -53,6 +53,9 @@ async def _init(ic: InitContext) -> Any:
         sandbox_controllers=controllers,
         nri=nri,
     )
+    from pycontainerd.plugins.cri.sandbox.service import SandboxManager
+
+    service.sandboxes = SandboxManager(c=service)
     ready = ic.register_readiness()
     ic.spawn(service.start(ready), "cri start")
     return service

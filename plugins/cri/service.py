@@ -48,6 +48,8 @@ class CRIService:
     pod_cidrs: list[str] = attrs.Factory(list)
     #: runtime handler -> features (None: unknown); filled on first use
     handler_features: dict[str, HandlerFeatures | None] | None = None
+    #: pod sandboxes (``plugins.cri.sandbox.service.SandboxManager``): store, events, hooks
+    sandboxes: Any = None
     _tasks: list[asyncio.Task[Any]] = attrs.Factory(list)
     _closed: bool = False
 
@@ -71,6 +73,8 @@ class CRIService:
                     self._follow_images(), name="cri image events"
                 )
             )
+        if self.sandboxes is not None:
+            await self.sandboxes.start()
         ready()
 
     async def _follow_images(self) -> None:
@@ -95,6 +99,8 @@ class CRIService:
 
     async def close(self) -> None:
         self._closed = True
+        if self.sandboxes is not None:
+            await self.sandboxes.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

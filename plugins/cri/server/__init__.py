@@ -35,6 +35,7 @@ IMAGE_SERVICE = "ImageService"
 #: here as they are written).
 RUNTIME_HANDLER_MODULES: list[str] = [
     "pycontainerd.plugins.cri.server.runtime_info",
+    "pycontainerd.plugins.cri.sandbox.handlers",
 ]
 #: Modules holding ImageService handlers.
 IMAGE_HANDLER_MODULES: list[str] = [
