@@ -135,22 +135,26 @@ class Attached:
         if self.terminal and self._raw is None:
             self._raw = RawTerminal.enter(0)
 
-    def handle_resize(
+    async def handle_resize(
         self, loop: asyncio.AbstractEventLoop, resize: Callable[[int, int], Awaitable[Any]]
     ) -> None:
-        """Send the current size now and on every SIGWINCH."""
+        """Send the current size now (awaited: the process sees it from its first
+        instruction) and on every SIGWINCH."""
         if not self.terminal:
             return
+        size = terminal_size(0)
+        if size is not None:
+            await _quietly(resize(*size))
 
         def send() -> None:
             size = terminal_size(0)
             if size is not None:
                 loop.create_task(_quietly(resize(*size)))
 
-        send()
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-            loop.add_signal_handler(signal.SIGWINCH, send)
-            self._resize_installed = True
+        if not self._resize_installed:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(signal.SIGWINCH, send)
+                self._resize_installed = True
 
     async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
         """Until the output streams have ended (the shim closed them), at most ``timeout``."""

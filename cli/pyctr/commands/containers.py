@@ -268,7 +268,8 @@ def _parse_mount(spec: str) -> dict[str, Any]:
     for field in spec.split(","):
         key, sep, value = field.partition("=")
         if not sep:
-            raise errdefs.InvalidArgument(f"invalid mount specification {spec!r}: expected key=value")
+            raise errdefs.InvalidArgument(
+                f"invalid mount specification {spec!r}: expected key=value")
         key = key.strip().lower()
         if key == "type":
             m["type"] = value
@@ -279,7 +280,8 @@ def _parse_mount(spec: str) -> dict[str, Any]:
         elif key == "options":
             m["options"] = [o for o in value.split(":") if o]
         else:
-            raise errdefs.InvalidArgument(f"invalid mount specification {spec!r}: unknown key {key!r}")
+            raise errdefs.InvalidArgument(
+                f"invalid mount specification {spec!r}: unknown key {key!r}")
     if not m["destination"]:
         raise errdefs.InvalidArgument(f"invalid mount specification {spec!r}: no destination")
     return m

@@ -132,8 +132,7 @@ async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
     import asyncio
     import contextlib
 
-    from pycontainerd.api.containerd.services.snapshots.v1 import snapshots_pb2
-    from pycontainerd.api.containerd.services.snapshots.v1 import snapshots_pb2_grpc
+    from pycontainerd.api.containerd.services.snapshots.v1 import snapshots_pb2, snapshots_pb2_grpc
     from pycontainerd.api.containerd.services.tasks.v1 import tasks_pb2 as pb
     from pycontainerd.api.containerd.types import mount_pb2
     from pycontainerd.cli.pyctr import cio
@@ -171,6 +170,15 @@ async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
         waiter = None
         if not detach:
             waiter = asyncio.ensure_future(call(stub.Wait, pb.WaitRequest(container_id=cid)))
+        if waiter is not None:
+            # before Start, so that nothing the process does is missed
+            if attached is not None and tty:
+                attached.enter_raw()
+                await attached.handle_resize(loop, lambda w, h: call(
+                    stub.ResizePty, pb.ResizePtyRequest(container_id=cid, width=w, height=h)))
+            else:
+                stop_signals = cio.forward_signals(loop, lambda s: call(stub.Kill, pb.KillRequest(
+                    container_id=cid, signal=s)))
         try:
             if args.pid_file:
                 _write_pid_file(args.pid_file, created.pid)
@@ -183,14 +191,6 @@ async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
             raise
         if waiter is None:
             return 0
-        assert attached is not None or args.log_uri or args.null_io
-        if attached is not None and tty:
-            attached.enter_raw()
-            attached.handle_resize(loop, lambda w, h: call(stub.ResizePty, pb.ResizePtyRequest(
-                container_id=cid, width=w, height=h)))
-        else:
-            stop_signals = cio.forward_signals(loop, lambda s: call(stub.Kill, pb.KillRequest(
-                container_id=cid, signal=s)))
         status = await waiter
         if attached is not None:
             await attached.drain()
@@ -343,16 +343,17 @@ def run_exec(args: argparse.Namespace) -> int:
             waiter = asyncio.ensure_future(
                 call(stub.Wait, pb.WaitRequest(container_id=args.id, exec_id=exec_id)))
             try:
-                await call(stub.Start, pb.StartRequest(container_id=args.id, exec_id=exec_id))
                 if args.tty:
                     attached.enter_raw()
-                    attached.handle_resize(loop, lambda w, h: call(
-                        stub.ResizePty, pb.ResizePtyRequest(
-                            container_id=args.id, exec_id=exec_id, width=w, height=h)))
                 else:
                     stop_signals = cio.forward_signals(loop, lambda s: call(
                         stub.Kill, pb.KillRequest(container_id=args.id, exec_id=exec_id,
                                                   signal=s)))
+                await call(stub.Start, pb.StartRequest(container_id=args.id, exec_id=exec_id))
+                if args.tty:
+                    await attached.handle_resize(loop, lambda w, h: call(
+                        stub.ResizePty, pb.ResizePtyRequest(
+                            container_id=args.id, exec_id=exec_id, width=w, height=h)))
                 status = await waiter
                 await attached.drain()
                 return int(status.exit_status)
