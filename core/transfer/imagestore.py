@@ -13,6 +13,10 @@ from pycontainerd.core import errdefs
 from pycontainerd.core import platforms as platforms_
 from pycontainerd.core.transfer import UnpackConfiguration
 
+#: Set by an import on each index entry it asks to record: names then come from the entry's
+#: annotations through the prefix references (containerd's ``io.containerd.import.ref-source``).
+REF_SOURCE_ANNOTATION = "io.containerd.import.ref-source"
+
 if TYPE_CHECKING:
     from pycontainerd.core.content.descriptor import Descriptor
     from pycontainerd.core.metadata.images import Image
@@ -51,11 +55,47 @@ class ImageStore:
         return platforms_.ordered(*self.platforms)
 
     def names(self, desc: Descriptor) -> list[str]:
+        source = desc.annotations.get(REF_SOURCE_ANNOTATION)
+        if source is not None:
+            if source != "annotation":
+                raise errdefs.InvalidArgument(f"ref source {source!r} not supported")
+            return self._annotated_names(desc)
         out = [self.name] if self.name else []
         for ref in self.extra_references:
-            if ref.is_prefix and not ref.add_digest:
+            if ref.is_prefix:
                 continue
             out.append(f"{ref.name}@{desc.digest}" if ref.add_digest else ref.name)
+        return out
+
+    def _annotated_names(self, desc: Descriptor) -> list[str]:
+        """Names for an imported index entry: each prefix reference turns the entry's
+        ``io.containerd.image.name`` (kept only when under the prefix, unless overwriting is
+        allowed) or its ``org.opencontainers.image.ref.name`` (a bare tag gets the prefix)
+        into a name, and adds ``prefix@digest`` where asked."""
+        from pycontainerd.core.images import archive
+        from pycontainerd.core.images import image as image_
+
+        out: list[str] = []
+        for ref in self.extra_references:
+            if not ref.is_prefix:
+                continue
+            translate = (
+                archive.add_ref_prefix(ref.name)
+                if ref.allow_overwrite
+                else archive.filter_ref_prefix(ref.name)
+            )
+            name = desc.annotations.get(image_.ANNOTATION_IMAGE_NAME, "")
+            if name:
+                if translate(name) != name:
+                    name = ""
+            else:
+                name = desc.annotations.get(image_.ANNOTATION_REF_NAME, "")
+                if name:
+                    name = translate(name)
+            if name:
+                out.append(name)
+            if ref.add_digest and (not name or not ref.skip_named_digest):
+                out.append(f"{ref.name}@{desc.digest}")
         return out
 
     async def store(self, desc: Descriptor, images: Any) -> list[Image]:
@@ -65,6 +105,13 @@ class ImageStore:
         names = self.names(desc)
         if not names:
             raise errdefs.NotFound("no image name found")
+        if REF_SOURCE_ANNOTATION in desc.annotations:
+            desc = attrs.evolve(
+                desc,
+                annotations={
+                    k: v for k, v in desc.annotations.items() if k != REF_SOURCE_ANNOTATION
+                },
+            )
         out: list[Image] = []
         for i, name in enumerate(names):
             labels = dict(self.labels)

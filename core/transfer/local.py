@@ -303,28 +303,99 @@ class LocalTransferService:
 
     async def import_(
         self, source: Any, dest: ImageStore, *, progress: ProgressFunc | None = None
-    ) -> None:
-        _emit(progress, Progress(event=f"Importing from {source}"))
+    ) -> list[Any]:
+        """Import an archive (containerd's importStream): store its blobs, label the graph
+        under its index for ``dest``'s platforms, unpack where ``dest`` asks, then record the
+        index under ``dest``'s name and every index entry under the names its annotations
+        give through ``dest``'s prefix references."""
+        from pycontainerd.core.content.descriptor import Descriptor
+        from pycontainerd.core.images import archive
+        from pycontainerd.core.images import image as image_
+        from pycontainerd.core.transfer.imagestore import REF_SOURCE_ANNOTATION
+
+        _emit(progress, Progress(event="Importing"))
         own = None
         if leases_.get() is None and self.leases is not None:
             own = await self._lease(_random_lease())
+        imgs: list[Any] = []
         try:
             with leases_.use(leases_.get() or own):
-                desc = await source.import_into(self.content)
-                imgs = await dest.store(desc, self.images)
+                index = await source.import_into(self.content)
+                idx = await image_.read_json(self.content, index)
+                entries = [Descriptor.from_dict(raw) for raw in idx.get("manifests") or []]
+                await archive.label_children(self.content, index, dest.matcher())
+                for u in self.unpack_targets(dest.unpacks):
+                    for m in entries:
+                        await self._unpack_imported(m, u, progress)
+                marked = [
+                    attrs.evolve(
+                        m, annotations={**m.annotations, REF_SOURCE_ANNOTATION: "annotation"}
+                    )
+                    for m in entries
+                ]
+                for desc in [index, *marked]:
+                    try:
+                        saved = await dest.store(desc, self.images)
+                    except errdefs.NotFound:
+                        log.info("no image name for %s", desc.digest)
+                        continue
+                    for img in saved:
+                        _emit(progress, Progress(event="saved", name=img.name, desc=img.target))
+                    imgs.extend(saved)
         finally:
             if own is not None:
                 await self.leases.delete(own)
-        for img in imgs:
-            _emit(progress, Progress(event="saved", name=img.name, desc=img.target))
-        _emit(progress, Progress(event=f"Completed import from {source}"))
+        _emit(progress, Progress(event="Completed import"))
+        return imgs
+
+    async def _unpack_imported(
+        self, m: Any, u: UnpackPlatform, progress: ProgressFunc | None
+    ) -> None:
+        from pycontainerd.core.images import image as image_
+        from pycontainerd.core.unpack import UnpackProgress, unpack
+
+        if m.platform is not None and not u.match().match(m.platform):
+            return
+        try:
+            await image_.manifest(self.content, m, u.match())
+        except errdefs.NotFound:
+            log.info("%s has no manifest for %s", m.digest, platforms.format(u.platform))
+            return
+
+        def report(p: UnpackProgress) -> None:
+            if p.layer is None:
+                return
+            name = f"layer-{p.layer.digest}"
+            if p.status == "extracting":
+                _emit(progress, Progress(event="extracting", name=name, total=p.layer.size))
+            elif p.status in ("applied", "exists"):
+                _emit(
+                    progress,
+                    Progress(
+                        event="extracted",
+                        name=name,
+                        progress=p.layer.size,
+                        total=p.layer.size,
+                    ),
+                )
+
+        await unpack(
+            self.content,
+            u.snapshotter,
+            u.snapshotter_name,
+            u.applier,
+            m,
+            platform=u.match(),
+            progress=report,
+        )
 
     async def export(
         self, source: ImageStore, dest: Any, *, progress: ProgressFunc | None = None
     ) -> None:
+        _emit(progress, Progress(event="Exporting"))
         img = await source.get(self.images)
         await dest.export(self.content, [img])
-        _emit(progress, Progress(event=f"Completed export to {dest}"))
+        _emit(progress, Progress(event="Completed export"))
 
 
 class _Announcing:

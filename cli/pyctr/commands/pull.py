@@ -188,7 +188,13 @@ class _ClientStream:
         return msg
 
     async def send(self, msg: Any) -> None:
-        await self.call.write(msg)
+        import grpc
+
+        try:
+            await self.call.write(msg)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
+            # the daemon ended the stream (a window update after the last Data message)
+            raise EOFError(f"stream closed: {e}") from None
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
