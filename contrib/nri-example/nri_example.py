@@ -48,7 +48,9 @@ class Example:
     def run_pod_sandbox(self, pod: pb.PodSandbox) -> None:
         log.info("pod %s/%s started", pod.namespace, pod.name)
 
-    def create_container(self, pod: pb.PodSandbox, container: pb.Container) -> pb.ContainerAdjustment:
+    def create_container(
+        self, pod: pb.PodSandbox, container: pb.Container
+    ) -> pb.ContainerAdjustment:
         adj = pb.ContainerAdjustment()
         for key, value in self.env.items():
             adj.env.add(key=key, value=value)

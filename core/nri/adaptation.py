@@ -176,17 +176,17 @@ class NRI:
                 f"failed to discover plugins in {self.config.plugin_path}: {e}"
             ) from e
         found = []
-        for e in entries:
+        for entry in entries:
             try:
-                st = e.stat()
+                st = entry.stat()
             except OSError:
                 continue
             if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
                 continue
             try:
-                idx, base = api.parse_plugin_name(e.name)
+                idx, base = api.parse_plugin_name(entry.name)
             except errdefs.InvalidArgument as err:
-                log.warning("nri: ignoring %s: %s", e.path, err)
+                log.warning("nri: ignoring %s: %s", entry.path, err)
                 continue
             found.append((idx, base, self._plugin_config(idx, base)))
         return found
@@ -201,7 +201,7 @@ class NRI:
                 continue
             except OSError as e:
                 raise errdefs.FailedPrecondition(
-                    f"failed to read configuration for plugin \"{idx}-{base}\": {e}"
+                    f'failed to read configuration for plugin "{idx}-{base}": {e}'
                 ) from e
         return ""
 
@@ -250,8 +250,14 @@ class NRI:
         finally:
             peer.close()
         p = TtrpcPlugin(
-            kind="pre-installed", index=idx, base=base, config=cfg, timeouts=self.timeouts,
-            update_fn=self._unsolicited_update, process=proc, pid=proc.pid,
+            kind="pre-installed",
+            index=idx,
+            base=base,
+            config=cfg,
+            timeouts=self.timeouts,
+            update_fn=self._unsolicited_update,
+            process=proc,
+            pid=proc.pid,
         )
         if proc.stdout is not None:
             self._spawn(_forward_output(p.name, proc.stdout), f"nri plugin {p.name} output")
@@ -271,8 +277,12 @@ class NRI:
         if task is not None:
             self._tasks.add(task)
         try:
-            p = TtrpcPlugin(kind="external", config="", timeouts=self.timeouts,
-                            update_fn=self._unsolicited_update)
+            p = TtrpcPlugin(
+                kind="external",
+                config="",
+                timeouts=self.timeouts,
+                update_fn=self._unsolicited_update,
+            )
             sock = writer.get_extra_info("socket")
             with contextlib.suppress(OSError, AttributeError):
                 p.pid = int.from_bytes(
@@ -315,7 +325,9 @@ class NRI:
                 self._state[c.id] = _STOPPED
         return pod_protos, ctr_protos
 
-    async def _unsolicited_update(self, updates: list[pb.ContainerUpdate]) -> list[pb.ContainerUpdate]:
+    async def _unsolicited_update(
+        self, updates: list[pb.ContainerUpdate]
+    ) -> list[pb.ContainerUpdate]:
         async with self._lock:
             if self._update is None:
                 return updates
@@ -359,24 +371,36 @@ class NRI:
 
     async def run_pod_sandbox(self, pod: PodSandbox) -> None:
         async with self._lock:
-            await self._notify(pb.RUN_POD_SANDBOX, "RunPodSandbox",
-                               pb.RunPodSandboxRequest(pod=pod.to_proto()), pb.RunPodSandboxResponse)
+            await self._notify(
+                pb.RUN_POD_SANDBOX,
+                "RunPodSandbox",
+                pb.RunPodSandboxRequest(pod=pod.to_proto()),
+                pb.RunPodSandboxResponse,
+            )
             self._state[pod.id] = _RUNNING
 
     async def stop_pod_sandbox(self, pod: PodSandbox) -> None:
         async with self._lock:
             if self._state.get(pod.id) not in (_CREATED, _RUNNING):
                 return
-            await self._notify(pb.STOP_POD_SANDBOX, "StopPodSandbox",
-                               pb.StopPodSandboxRequest(pod=pod.to_proto()), pb.StopPodSandboxResponse)
+            await self._notify(
+                pb.STOP_POD_SANDBOX,
+                "StopPodSandbox",
+                pb.StopPodSandboxRequest(pod=pod.to_proto()),
+                pb.StopPodSandboxResponse,
+            )
             self._state[pod.id] = _STOPPED
 
     async def remove_pod_sandbox(self, pod: PodSandbox) -> None:
         async with self._lock:
             if pod.id not in self._state:
                 return
-            await self._notify(pb.REMOVE_POD_SANDBOX, "RemovePodSandbox",
-                               pb.RemovePodSandboxRequest(pod=pod.to_proto()), pb.RemovePodSandboxResponse)
+            await self._notify(
+                pb.REMOVE_POD_SANDBOX,
+                "RemovePodSandbox",
+                pb.RemovePodSandboxRequest(pod=pod.to_proto()),
+                pb.RemovePodSandboxResponse,
+            )
             self._state.pop(pod.id, None)
 
     async def create_container(self, pod: PodSandbox, ctr: Container) -> CreateContainerResult:
@@ -387,8 +411,9 @@ class NRI:
             req = pb.CreateContainerRequest(pod=pod.to_proto(), container=ctr.to_proto())
             result = CreateResult(req)
             self._state[ctr.id] = _CREATED
-            async for p, rpl in self._each(pb.CREATE_CONTAINER, "CreateContainer", req,
-                                           pb.CreateContainerResponse):
+            async for p, rpl in self._each(
+                pb.CREATE_CONTAINER, "CreateContainer", req, pb.CreateContainerResponse
+            ):
                 result.apply(rpl, p.name)
             rpl = result.response()
             await self._apply_evictions(list(rpl.evict), "pre-create")
@@ -398,17 +423,35 @@ class NRI:
             )
 
     async def post_create_container(self, pod: PodSandbox, ctr: Container) -> None:
-        await self._simple(pb.POST_CREATE_CONTAINER, "PostCreateContainer",
-                           pb.PostCreateContainerRequest, pb.PostCreateContainerResponse, pod, ctr)
+        await self._simple(
+            pb.POST_CREATE_CONTAINER,
+            "PostCreateContainer",
+            pb.PostCreateContainerRequest,
+            pb.PostCreateContainerResponse,
+            pod,
+            ctr,
+        )
 
     async def start_container(self, pod: PodSandbox, ctr: Container) -> None:
-        await self._simple(pb.START_CONTAINER, "StartContainer",
-                           pb.StartContainerRequest, pb.StartContainerResponse, pod, ctr)
+        await self._simple(
+            pb.START_CONTAINER,
+            "StartContainer",
+            pb.StartContainerRequest,
+            pb.StartContainerResponse,
+            pod,
+            ctr,
+        )
         self._state[ctr.id] = _RUNNING
 
     async def post_start_container(self, pod: PodSandbox, ctr: Container) -> None:
-        await self._simple(pb.POST_START_CONTAINER, "PostStartContainer",
-                           pb.PostStartContainerRequest, pb.PostStartContainerResponse, pod, ctr)
+        await self._simple(
+            pb.POST_START_CONTAINER,
+            "PostStartContainer",
+            pb.PostStartContainerRequest,
+            pb.PostStartContainerResponse,
+            pod,
+            ctr,
+        )
 
     async def update_container(
         self, pod: PodSandbox, ctr: Container, resources: pb.LinuxResources
@@ -420,8 +463,9 @@ class NRI:
                 pod=pod.to_proto(), container=ctr.to_proto(), linux_resources=resources
             )
             result = UpdateResult(req)
-            async for p, rpl in self._each(pb.UPDATE_CONTAINER, "UpdateContainer", req,
-                                           pb.UpdateContainerResponse):
+            async for p, rpl in self._each(
+                pb.UPDATE_CONTAINER, "UpdateContainer", req, pb.UpdateContainerResponse
+            ):
                 if rpl is not None:
                     result.update(rpl.update, p.name)
                     result.evictions.extend(rpl.evict)
@@ -431,8 +475,14 @@ class NRI:
             return result.requested_resources()
 
     async def post_update_container(self, pod: PodSandbox, ctr: Container) -> None:
-        await self._simple(pb.POST_UPDATE_CONTAINER, "PostUpdateContainer",
-                           pb.PostUpdateContainerRequest, pb.PostUpdateContainerResponse, pod, ctr)
+        await self._simple(
+            pb.POST_UPDATE_CONTAINER,
+            "PostUpdateContainer",
+            pb.PostUpdateContainerRequest,
+            pb.PostUpdateContainerResponse,
+            pod,
+            ctr,
+        )
 
     async def stop_container(self, pod: PodSandbox, ctr: Container) -> list[pb.ContainerUpdate]:
         """Tell plugins a container stopped (once); returns the updates they asked for other
@@ -445,8 +495,9 @@ class NRI:
             return []
         req = pb.StopContainerRequest(pod=pod.to_proto(), container=ctr.to_proto())
         result = UpdateResult(None)
-        async for p, rpl in self._each(pb.STOP_CONTAINER, "StopContainer", req,
-                                       pb.StopContainerResponse):
+        async for p, rpl in self._each(
+            pb.STOP_CONTAINER, "StopContainer", req, pb.StopContainerResponse
+        ):
             if rpl is not None:
                 result.update(rpl.update, p.name)
         self._state[ctr.id] = _STOPPED
@@ -460,11 +511,14 @@ class NRI:
                 return
             await self._stop_container(pod, ctr)
             req = pb.RemoveContainerRequest(pod=pod.to_proto(), container=ctr.to_proto())
-            await self._notify(pb.REMOVE_CONTAINER, "RemoveContainer", req, pb.RemoveContainerResponse)
+            await self._notify(
+                pb.REMOVE_CONTAINER, "RemoveContainer", req, pb.RemoveContainerResponse
+            )
             self._state.pop(ctr.id, None)
 
-    async def _simple(self, event: int, method: str, req_cls: Any, resp_cls: Any,
-                      pod: PodSandbox, ctr: Container) -> None:
+    async def _simple(
+        self, event: int, method: str, req_cls: Any, resp_cls: Any, pod: PodSandbox, ctr: Container
+    ) -> None:
         async with self._lock:
             req = req_cls(pod=pod.to_proto(), container=ctr.to_proto())
             await self._notify(event, method, req, resp_cls)

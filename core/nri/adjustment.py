@@ -36,9 +36,7 @@ class Owners:
             if not (cleared and clearer == plugin):
                 what = f"{field} {key}".rstrip()
                 raise errdefs.Conflict(
-                    f"plugins {plugin!r} and {clearer!r} both tried to set {what}".replace(
-                        "'", '"'
-                    )
+                    f"plugins {plugin!r} and {clearer!r} both tried to set {what}".replace("'", '"')
                 )
         self._owners[(cid, field, key)] = plugin
 
@@ -207,7 +205,10 @@ class CreateResult:
             if m.destination in delete:
                 self.owners.clear(self.cid, "Mounts", plugin, m.destination)
         _replace(self.adjust.mounts, kept)
-        _replace(self.container.mounts, [m for m in self.container.mounts if m.destination not in changed])
+        _replace(
+            self.container.mounts,
+            [m for m in self.container.mounts if m.destination not in changed],
+        )
         for m in add:
             self.owners.claim(self.cid, "Mounts", plugin, m.destination)
             self.adjust.mounts.append(m)
@@ -231,7 +232,10 @@ class CreateResult:
         for e in self.adjust.env:
             if e.key in delete:
                 self.owners.clear(self.cid, "Env", plugin, e.key)
-        _replace(self.adjust.env, [e for e in self.adjust.env if is_marked_for_removal(e.key)[0] not in changed])
+        _replace(
+            self.adjust.env,
+            [e for e in self.adjust.env if is_marked_for_removal(e.key)[0] not in changed],
+        )
         kept_env = [s for s in self.container.env if s.partition("=")[0] not in changed]
         del self.container.env[:]
         self.container.env.extend(kept_env)
@@ -351,9 +355,7 @@ class UpdateResult:
         for u in updates:
             cid = u.container_id
             if self.creating and cid == self.creating:
-                raise errdefs.Conflict(
-                    f'plugin "{plugin}" asked update of "{cid}" during creation'
-                )
+                raise errdefs.Conflict(f'plugin "{plugin}" asked update of "{cid}" during creation')
             acc = self._updates.get(cid)
             if acc is None:
                 acc = pb.ContainerUpdate(container_id=cid, ignore_failure=u.ignore_failure)
@@ -480,8 +482,13 @@ def _apply_linux(spec: dict[str, Any], lin: pb.LinuxContainerAdjustment) -> None
         if marked:
             continue
         linux["devices"].append(types.device_to_oci(d))
-        rule = {"allow": True, "type": d.type, "major": d.major, "minor": d.minor,
-                "access": _device_access(d)}
+        rule = {
+            "allow": True,
+            "type": d.type,
+            "major": d.major,
+            "minor": d.minor,
+            "access": _device_access(d),
+        }
         linux.setdefault("resources", {}).setdefault("devices", []).append(rule)
     if lin.cgroups_path:
         linux["cgroupsPath"] = lin.cgroups_path
@@ -527,10 +534,15 @@ def _apply_linux(spec: dict[str, Any], lin: pb.LinuxContainerAdjustment) -> None
             "listenerPath": p.listener_path,
             "listenerMetadata": p.listener_metadata,
             "syscalls": [
-                {"names": list(s.names), "action": s.action,
-                 **({"errnoRet": s.errno_ret.value} if s.HasField("errno_ret") else {}),
-                 "args": [{"index": x.index, "value": x.value, "valueTwo": x.value_two,
-                           "op": x.op} for x in s.args]}
+                {
+                    "names": list(s.names),
+                    "action": s.action,
+                    **({"errnoRet": s.errno_ret.value} if s.HasField("errno_ret") else {}),
+                    "args": [
+                        {"index": x.index, "value": x.value, "valueTwo": x.value_two, "op": x.op}
+                        for x in s.args
+                    ],
+                }
                 for s in p.syscalls
             ],
         }
@@ -543,6 +555,10 @@ def _apply_mounts(spec: dict[str, Any], mounts: Iterable[pb.Mount]) -> None:
         current = [x for x in current if x.get("destination") != key]
         if not marked:
             current.append(types.mount_to_oci(m))
-    current.sort(key=lambda x: (os.path.normpath(x.get("destination", "")).count("/"),
-                                x.get("destination", "")))
+    current.sort(
+        key=lambda x: (
+            os.path.normpath(x.get("destination", "")).count("/"),
+            x.get("destination", ""),
+        )
+    )
     spec["mounts"] = current

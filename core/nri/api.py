@@ -4,7 +4,7 @@ masks, plugin name and index rules, environment variable names and defaults."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pycontainerd.api.nri.pkg.api.v1alpha1 import api_pb2 as pb
 from pycontainerd.core import errdefs
@@ -89,8 +89,8 @@ def event_mask(*events: int | str) -> int:
     return mask
 
 
-def _mask_where(pred: object) -> int:
-    return sum(event_bit(e) for n, e in _BY_LOWER.items() if pred(n))  # type: ignore[operator]
+def _mask_where(pred: Callable[[str], bool]) -> int:
+    return sum(event_bit(e) for n, e in _BY_LOWER.items() if pred(n))
 
 
 def is_set(mask: int, event: int) -> bool:

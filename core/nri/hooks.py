@@ -57,7 +57,9 @@ def load(
     return pm
 
 
-def builtin_plugins(pm: pluggy.PluginManager, timeouts: Timeouts | None = None) -> list[BuiltinPlugin]:
+def builtin_plugins(
+    pm: pluggy.PluginManager, timeouts: Timeouts | None = None
+) -> list[BuiltinPlugin]:
     """One :class:`BuiltinPlugin` per registered object implementing any NRI hook."""
     by_plugin: dict[int, BuiltinPlugin] = {}
     for hook_name, method in nri_hookspecs.HOOKS.items():

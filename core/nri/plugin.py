@@ -190,13 +190,20 @@ class TtrpcPlugin(Plugin):
         except errdefs.ContainerdError as e:
             await self.close()
             raise type(e)(f"failed to configure plugin {self.name}: {e}") from e
-        log.info("nri: plugin %s subscribed to %s", self.name, ",".join(api.mask_events(self.events)))
+        log.info(
+            "nri: plugin %s subscribed to %s", self.name, ",".join(api.mask_events(self.events))
+        )
 
-    async def _call(self, method: str, req: Any, resp_cls: Any, *, timeout: float | None = None) -> Any:
+    async def _call(
+        self, method: str, req: Any, resp_cls: Any, *, timeout: float | None = None
+    ) -> Any:
         if self.closed or self._client is None:
             raise PluginClosed(f"plugin {self.name} is closed")
         return await self._client.call(
-            api.PLUGIN_SERVICE, method, req, resp_cls,
+            api.PLUGIN_SERVICE,
+            method,
+            req,
+            resp_cls,
             timeout=self.timeouts.request if timeout is None else timeout,
         )
 
@@ -211,11 +218,11 @@ class TtrpcPlugin(Plugin):
         try:
             for i, req in enumerate(chunks):
                 remaining = max(deadline - loop.time(), 0.001)
-                rpl = await self._call("Synchronize", req, pb.SynchronizeResponse, timeout=remaining)
+                rpl = await self._call(
+                    "Synchronize", req, pb.SynchronizeResponse, timeout=remaining
+                )
                 if req.more and (rpl.update or rpl.more != req.more):
-                    raise errdefs.FailedPrecondition(
-                        "plugin does not handle split sync requests"
-                    )
+                    raise errdefs.FailedPrecondition("plugin does not handle split sync requests")
                 log.debug("nri: sync chunk %d/%d sent to %s", i + 1, len(chunks), self.name)
         except errdefs.ContainerdError:
             await self.close()
@@ -235,7 +242,8 @@ class TtrpcPlugin(Plugin):
                 self._deprecated_warned.add(event)
                 log.warning(
                     "nri: plugin %s uses deprecated StateChange instead of a dedicated %s call",
-                    self.name, method,
+                    self.name,
+                    method,
                 )
             sc = pb.StateChangeEvent(event=event)  # type: ignore[arg-type]
             if req.HasField("pod"):
@@ -245,14 +253,18 @@ class TtrpcPlugin(Plugin):
             await self._call("StateChange", sc, pb.Empty)
             return None
         except _FATAL as e:
-            log.error("nri: closing plugin %s, failed to handle %s request: %s", self.name, method, e)
+            log.error(
+                "nri: closing plugin %s, failed to handle %s request: %s", self.name, method, e
+            )
             await self.close()
             return None
 
     async def shutdown(self) -> None:
         if not self.closed:
             with contextlib.suppress(errdefs.ContainerdError):
-                await self._call("Shutdown", pb.Empty(), pb.Empty, timeout=min(self.timeouts.request, 1.0))
+                await self._call(
+                    "Shutdown", pb.Empty(), pb.Empty, timeout=min(self.timeouts.request, 1.0)
+                )
         await self.close()
 
     async def close(self) -> None:
@@ -288,7 +300,9 @@ def split_sync(
 ) -> list[pb.SynchronizeRequest]:
     """Synchronize requests of at most ``limit`` serialized bytes each (one object per request
     at least); every request but the last has ``more`` set."""
-    items: list[tuple[str, Any]] = [("pods", p) for p in pods] + [("containers", c) for c in containers]
+    items: list[tuple[str, Any]] = [("pods", p) for p in pods] + [
+        ("containers", c) for c in containers
+    ]
     chunks: list[pb.SynchronizeRequest] = []
     cur = pb.SynchronizeRequest()
     size = 0

@@ -169,7 +169,9 @@ class Stub:
                 await self._serve_task
 
     async def update_containers(
-        self, updates: list[pb.ContainerUpdate], evictions: list[pb.ContainerEviction] = ()  # type: ignore[assignment]
+        self,
+        updates: list[pb.ContainerUpdate],
+        evictions: list[pb.ContainerEviction] = (),  # type: ignore[assignment]
     ) -> list[pb.ContainerUpdate]:
         """Unsolicited updates; returns the ones that failed."""
         if self._client is None:

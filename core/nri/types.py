@@ -191,7 +191,9 @@ class Container:
         linux.cgroups_path = self.cgroups_path
         linux.sysctl.update(self.sysctl)
         for r in self.rlimits:
-            c.rlimits.add(type=r.get("type", ""), hard=int(r.get("hard", 0)), soft=int(r.get("soft", 0)))
+            c.rlimits.add(
+                type=r.get("type", ""), hard=int(r.get("hard", 0)), soft=int(r.get("soft", 0))
+            )
         for name in self.cdi_devices:
             c.CDI_devices.add(name=name)
         if self.uid is not None:
@@ -228,7 +230,9 @@ def mount_to_oci(m: pb.Mount) -> dict[str, Any]:
 
 
 def hook_from_oci(h: Mapping[str, Any]) -> pb.Hook:
-    hook = pb.Hook(path=h.get("path", ""), args=list(h.get("args") or ()), env=list(h.get("env") or ()))
+    hook = pb.Hook(
+        path=h.get("path", ""), args=list(h.get("args") or ()), env=list(h.get("env") or ())
+    )
     if h.get("timeout") is not None:
         hook.timeout.value = int(h["timeout"])
     return hook
@@ -329,7 +333,9 @@ def resources_from_oci(r: Mapping[str, Any]) -> pb.LinuxResources:
         out.hugepage_limits.add(page_size=h.get("pageSize", ""), limit=int(h.get("limit", 0)))
     out.unified.update(r.get("unified") or {})
     for d in r.get("devices") or ():
-        dc = out.devices.add(allow=bool(d.get("allow")), type=d.get("type", ""), access=d.get("access", ""))
+        dc = out.devices.add(
+            allow=bool(d.get("allow")), type=d.get("type", ""), access=d.get("access", "")
+        )
         if d.get("major") is not None:
             dc.major.value = d["major"]
         if d.get("minor") is not None:

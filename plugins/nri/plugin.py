@@ -26,9 +26,8 @@ class Config:
 async def _init(ic: InitContext) -> object:
     from pycontainerd import __version__
     from pycontainerd.core import durations
-    from pycontainerd.core.nri import NRI
+    from pycontainerd.core.nri import NRI, hooks
     from pycontainerd.core.nri import Config as NRIConfig
-    from pycontainerd.core.nri import hooks
     from pycontainerd.plugins import builtins
 
     cfg: Config = ic.config

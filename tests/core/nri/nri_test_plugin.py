@@ -32,8 +32,12 @@ class TestPlugin:
     def configure(self, config: str, runtime_name: str, runtime_version: str) -> str | None:
         if config:
             self.settings.update(json.loads(config))
-        self.record("Configure", runtime=runtime_name, config=config,
-                    env={k: v for k, v in os.environ.items() if k.startswith("NRI_")})
+        self.record(
+            "Configure",
+            runtime=runtime_name,
+            config=config,
+            env={k: v for k, v in os.environ.items() if k.startswith("NRI_")},
+        )
         return self.settings.get("events")
 
     def synchronize(self, pods, containers):
@@ -41,8 +45,13 @@ class TestPlugin:
         return []
 
     async def create_container(self, pod, container):
-        self.record("CreateContainer", pod=pod.id, container=container.id,
-                    env=list(container.env), annotations=dict(container.annotations))
+        self.record(
+            "CreateContainer",
+            pod=pod.id,
+            container=container.id,
+            env=list(container.env),
+            annotations=dict(container.annotations),
+        )
         if self.settings.get("crash"):
             os._exit(3)
         if self.settings.get("sleep"):
@@ -70,6 +79,7 @@ class TestPlugin:
     def _event(name):  # noqa: N805
         def handler(self, pod, container=None):
             self.record(name, pod=pod.id, container=container.id if container else "")
+
         return handler
 
     run_pod_sandbox = _event("RunPodSandbox")

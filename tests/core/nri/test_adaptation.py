@@ -113,7 +113,9 @@ def spec() -> dict:
 ADJUST = {
     "env": {"NRI_INJECTED": "yes"},
     "annotations": {"nri.test/adjusted": "true"},
-    "mounts": [{"destination": "/nri", "source": "/tmp", "type": "bind", "options": ["rbind", "ro"]}],
+    "mounts": [
+        {"destination": "/nri", "source": "/tmp", "type": "bind", "options": ["rbind", "ro"]}
+    ],
     "memory_limit": 64 << 20,
 }
 
@@ -121,8 +123,12 @@ ADJUST = {
 def assert_adjusted(s: dict) -> None:
     assert "NRI_INJECTED=yes" in s["process"]["env"]
     assert s["annotations"]["nri.test/adjusted"] == "true"
-    assert {"destination": "/nri", "source": "/tmp", "type": "bind",
-            "options": ["rbind", "ro"]} in s["mounts"]
+    assert {
+        "destination": "/nri",
+        "source": "/tmp",
+        "type": "bind",
+        "options": ["rbind", "ro"],
+    } in s["mounts"]
     assert s["linux"]["resources"]["memory"]["limit"] == 64 << 20
 
 
@@ -151,8 +157,14 @@ async def test_external_plugin_registers_syncs_and_adjusts_a_container(paths, ma
     await nri.remove_pod_sandbox(POD)
     names = [e["event"] for e in events(log)][2:]
     assert names == [
-        "RunPodSandbox", "CreateContainer", "PostCreateContainer", "StartContainer",
-        "PostStartContainer", "StopContainer", "RemoveContainer", "StopPodSandbox",
+        "RunPodSandbox",
+        "CreateContainer",
+        "PostCreateContainer",
+        "StartContainer",
+        "PostStartContainer",
+        "StopContainer",
+        "RemoveContainer",
+        "StopPodSandbox",
         "RemovePodSandbox",
     ]
     await nri.close()
@@ -168,12 +180,16 @@ async def test_preinstalled_plugin_is_launched_with_fd3_and_config(paths, make_n
     assert [(p.name, p.kind) for p in nri.plugins] == [("05-pre", "pre-installed")]
     configure = events(log)[0]
     assert configure["env"] == {
-        "NRI_PLUGIN_NAME": "pre", "NRI_PLUGIN_IDX": "05", "NRI_PLUGIN_SOCKET": "3"
+        "NRI_PLUGIN_NAME": "pre",
+        "NRI_PLUGIN_IDX": "05",
+        "NRI_PLUGIN_SOCKET": "3",
     }
     assert json.loads(configure["config"])["adjust"] == ADJUST
     assert events(log)[1]["pods"] == ["pod1"]
     s = spec()
-    res = await nri.create_container(POD, Container.from_oci_spec(s, id="c1", pod_sandbox_id="pod1"))
+    res = await nri.create_container(
+        POD, Container.from_oci_spec(s, id="c1", pod_sandbox_id="pod1")
+    )
     apply_adjustment(s, res.adjustment)
     assert_adjusted(s)
     proc = nri.plugins[0].process
@@ -205,7 +221,9 @@ async def test_two_plugins_setting_one_field_is_a_conflict_naming_both(paths, ma
 
 
 async def test_plugins_run_in_index_order_and_see_earlier_adjustments(paths, make_nri, external):
-    install(paths, "30-late", {"log": str(paths.root / "late.jsonl"), "adjust": {"env": {"B": "2"}}})
+    install(
+        paths, "30-late", {"log": str(paths.root / "late.jsonl"), "adjust": {"env": {"B": "2"}}}
+    )
     nri = await make_nri()
     await external(index="10", name="early", adjust={"env": {"A": "1"}})
     await wait_for(lambda: len(nri.plugins) == 2)
@@ -235,7 +253,9 @@ async def test_slow_and_crashing_plugins_are_dropped_within_the_timeout(paths, m
 async def test_synchronize_is_split_into_chunks(paths, make_nri, external):
     nri = await make_nri()
     nri.sync_chunk_limit = 2000
-    many = [Container(id=f"c{i:03}", pod_sandbox_id="pod1", env=[f"V={'x' * 100}"]) for i in range(60)]
+    many = [
+        Container(id=f"c{i:03}", pod_sandbox_id="pod1", env=[f"V={'x' * 100}"]) for i in range(60)
+    ]
 
     async def sync():
         return [POD], many
@@ -302,8 +322,13 @@ async def test_plugin_updates_other_containers_through_the_update_function(paths
     async def sync():
         return [POD], [EXISTING]
 
-    nri = NRI(Config(socket_path=str(paths.socket), plugin_path=str(paths.plugins),
-                     plugin_config_path=str(paths.conf)))
+    nri = NRI(
+        Config(
+            socket_path=str(paths.socket),
+            plugin_path=str(paths.plugins),
+            plugin_config_path=str(paths.conf),
+        )
+    )
     await nri.start(sync=sync, update=update)
     try:
         await external(index="10", name="upd", update={"container_id": "c0", "memory_limit": 9})
@@ -316,8 +341,14 @@ async def test_plugin_updates_other_containers_through_the_update_function(paths
 
 
 async def test_disable_connections_does_not_listen(paths, make_nri):
-    nri = NRI(Config(socket_path=str(paths.socket), plugin_path=str(paths.plugins),
-                     plugin_config_path=str(paths.conf), disable_connections=True))
+    nri = NRI(
+        Config(
+            socket_path=str(paths.socket),
+            plugin_path=str(paths.plugins),
+            plugin_config_path=str(paths.conf),
+            disable_connections=True,
+        )
+    )
     await nri.start()
     assert not os.path.exists(paths.socket)
     await nri.close()

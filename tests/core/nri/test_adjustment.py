@@ -13,9 +13,7 @@ from pycontainerd.core.nri.api import pb
 def _request(spec: dict | None = None) -> pb.CreateContainerRequest:
     spec = spec or {"process": {"env": ["PATH=/bin", "OLD=1"], "args": ["sh"]}}
     ctr = Container.from_oci_spec(spec, id="c1", pod_sandbox_id="p1", name="c")
-    return pb.CreateContainerRequest(
-        pod=PodSandbox(id="p1").to_proto(), container=ctr.to_proto()
-    )
+    return pb.CreateContainerRequest(pod=PodSandbox(id="p1").to_proto(), container=ctr.to_proto())
 
 
 def _adj(**kw) -> pb.CreateContainerResponse:
@@ -33,8 +31,14 @@ def _adj(**kw) -> pb.CreateContainerResponse:
 def test_adjustments_from_plugins_are_merged_in_order():
     r = CreateResult(_request())
     r.apply(_adj(env={"A": "1"}, annotations={"x": "1"}), "10-a")
-    r.apply(_adj(env={"B": "2"}, memory=1 << 20,
-                 mounts=[{"destination": "/data", "source": "/src", "type": "bind"}]), "20-b")
+    r.apply(
+        _adj(
+            env={"B": "2"},
+            memory=1 << 20,
+            mounts=[{"destination": "/data", "source": "/src", "type": "bind"}],
+        ),
+        "20-b",
+    )
     adj = r.response().adjust
     assert [(e.key, e.value) for e in adj.env] == [("A", "1"), ("B", "2")]
     assert dict(adj.annotations) == {"x": "1"}
@@ -48,7 +52,7 @@ def test_adjustments_from_plugins_are_merged_in_order():
     "first,second,field",
     [
         (dict(memory=1), dict(memory=2), "MemLimit"),
-        (dict(env={"A": "1"}), dict(env={"A": "2"}), 'Env A'),
+        (dict(env={"A": "1"}), dict(env={"A": "2"}), "Env A"),
         (dict(annotations={"k": "1"}), dict(annotations={"k": "2"}), "Annotations k"),
         (dict(mounts=[{"destination": "/m"}]), dict(mounts=[{"destination": "/m"}]), "Mounts /m"),
     ],
@@ -64,8 +68,12 @@ def test_two_plugins_setting_one_field_conflict_naming_both(first, second, field
 def test_a_plugin_may_remove_and_another_set_again():
     r = CreateResult(_request())
     r.apply(_adj(env={"A": "1"}), "10-a")
-    r.apply(pb.CreateContainerResponse(adjust=pb.ContainerAdjustment(
-        env=[pb.KeyValue(key="-A"), pb.KeyValue(key="-OLD")])), "20-b")
+    r.apply(
+        pb.CreateContainerResponse(
+            adjust=pb.ContainerAdjustment(env=[pb.KeyValue(key="-A"), pb.KeyValue(key="-OLD")])
+        ),
+        "20-b",
+    )
     adj = r.response().adjust
     assert sorted(e.key for e in adj.env) == ["-A", "-OLD"]
     # the remover itself may set it again
@@ -76,7 +84,9 @@ def test_a_plugin_may_remove_and_another_set_again():
 def test_updates_for_the_container_being_created_are_refused():
     r = CreateResult(_request())
     rpl = pb.CreateContainerResponse(update=[pb.ContainerUpdate(container_id="c1")])
-    with pytest.raises(errdefs.Conflict, match='plugin "10-a" asked update of "c1" during creation'):
+    with pytest.raises(
+        errdefs.Conflict, match='plugin "10-a" asked update of "c1" during creation'
+    ):
         r.apply(rpl, "10-a")
 
 
@@ -99,15 +109,22 @@ def test_update_results_merge_with_the_requested_resources():
 def test_apply_adjustment_to_an_oci_spec():
     spec = {
         "process": {"args": ["sh"], "env": ["PATH=/bin", "DROP=1", "KEEP=1"]},
-        "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
-                   {"destination": "/gone", "type": "bind", "source": "/x"}],
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/gone", "type": "bind", "source": "/x"},
+        ],
         "annotations": {"old": "1"},
         "linux": {"resources": {"memory": {"limit": 10}}},
     }
     adj = pb.ContainerAdjustment()
     adj.annotations.update({"new": "v", "-old": ""})
-    adj.env.extend([pb.KeyValue(key="KEEP", value="2"), pb.KeyValue(key="-DROP"),
-                    pb.KeyValue(key="ADD", value="3")])
+    adj.env.extend(
+        [
+            pb.KeyValue(key="KEEP", value="2"),
+            pb.KeyValue(key="-DROP"),
+            pb.KeyValue(key="ADD", value="3"),
+        ]
+    )
     adj.mounts.add(destination="/a/b", source="/host", type="bind", options=["rbind", "ro"])
     adj.mounts.add(destination="-/gone")
     adj.hooks.prestart.add(path="/bin/hook", args=["hook", "x"]).timeout.value = 5
@@ -122,13 +139,19 @@ def test_apply_adjustment_to_an_oci_spec():
     assert spec["annotations"] == {"new": "v"}
     assert spec["process"]["env"] == ["PATH=/bin", "KEEP=2", "ADD=3"]
     assert [m["destination"] for m in spec["mounts"]] == ["/proc", "/a/b"]
-    assert spec["mounts"][1] == {"destination": "/a/b", "type": "bind", "source": "/host",
-                                 "options": ["rbind", "ro"]}
+    assert spec["mounts"][1] == {
+        "destination": "/a/b",
+        "type": "bind",
+        "source": "/host",
+        "options": ["rbind", "ro"],
+    }
     assert spec["hooks"]["prestart"] == [{"path": "/bin/hook", "args": ["hook", "x"], "timeout": 5}]
     res = spec["linux"]["resources"]
     assert res["memory"] == {"limit": 1 << 26, "swap": 1 << 26}
     assert res["cpu"] == {"shares": 256} and res["pids"] == {"limit": 100}
-    assert res["devices"] == [{"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"}]
+    assert res["devices"] == [
+        {"allow": True, "type": "c", "major": 10, "minor": 229, "access": "rwm"}
+    ]
     assert spec["linux"]["devices"] == [
         {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666}
     ]
@@ -148,12 +171,19 @@ def test_cdi_devices_need_an_injector():
 
 def test_container_from_oci_spec_round_trips_to_proto():
     spec = {
-        "process": {"args": ["a"], "env": ["X=1"], "oomScoreAdj": 5,
-                    "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 2, "soft": 1}]},
+        "process": {
+            "args": ["a"],
+            "env": ["X=1"],
+            "oomScoreAdj": 5,
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 2, "soft": 1}],
+        },
         "mounts": [{"destination": "/d", "type": "bind", "source": "/s", "options": ["ro"]}],
         "annotations": {"a": "b"},
-        "linux": {"cgroupsPath": "/cg", "resources": {"memory": {"limit": 7}},
-                  "namespaces": [{"type": "pid"}]},
+        "linux": {
+            "cgroupsPath": "/cg",
+            "resources": {"memory": {"limit": 7}},
+            "namespaces": [{"type": "pid"}],
+        },
     }
     c = Container.from_oci_spec(spec, id="c", pod_sandbox_id="p", state="running").to_proto()
     assert c.state == pb.CONTAINER_RUNNING and list(c.args) == ["a"]

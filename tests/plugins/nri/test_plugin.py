@@ -56,16 +56,20 @@ async def test_instance_runs_a_preinstalled_plugin_with_configured_paths(tmp_pat
     plugins.mkdir()
     conf.mkdir()
     exe = plugins / "10-sample"
-    exe.write_text(f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(PLUGIN)!r}, run_name='__main__')\n")
+    exe.write_text(
+        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(PLUGIN)!r}, run_name='__main__')\n"
+    )
     exe.chmod(0o755)
     log = tmp_path / "log.jsonl"
     (conf / "sample.conf").write_text(json.dumps({"log": str(log), "adjust": {"env": {"S": "1"}}}))
-    nri = await _init({
-        "socket_path": str(tmp_path / "nri.sock"),
-        "plugin_path": str(plugins),
-        "plugin_config_path": str(conf),
-        "plugin_request_timeout": "1500ms",
-    })
+    nri = await _init(
+        {
+            "socket_path": str(tmp_path / "nri.sock"),
+            "plugin_path": str(plugins),
+            "plugin_config_path": str(conf),
+            "plugin_request_timeout": "1500ms",
+        }
+    )
     assert isinstance(nri, NRI)
     assert nri.config.request_timeout == 1.5 and nri.config.registration_timeout == 5.0
     try:
