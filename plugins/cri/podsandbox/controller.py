@@ -279,8 +279,9 @@ class Controller:
                     extensions={ann.SANDBOX_METADATA_EXTENSION: md.to_typed()},
                 )
                 containers = self.client.require("containers")
-                await containers.create(container)
+                created = await containers.create(container)
                 sb.container = True
+                sb.created_at = created.created_at
                 undo.append(("container", lambda: containers.delete(id_)))
 
                 await self._tasks_call(
@@ -306,7 +307,7 @@ class Controller:
             self._sandboxes.pop(id_, None)
             raise
         sb.pid = int(resp.pid)
-        sb.created_at = _now()
+        sb.created_at = sb.created_at or _now()
         sb.state = READY
         return Instance(sandbox_id=id_, pid=sb.pid, created_at=sb.created_at)
 

@@ -16,34 +16,35 @@ def _pb() -> Any:
     return api_pb2
 
 
-def _manager(c: Any) -> Any:
+async def _manager(c: Any) -> Any:
     if getattr(c, "sandboxes", None) is None:
         raise errdefs.FailedPrecondition("cri: pod sandboxes are not available")
+    await c.sandboxes.wait_started()
     return c.sandboxes
 
 
 async def run_pod_sandbox(c: Any, request: Any, context: Any) -> Any:
-    id_ = await _manager(c).run(request.config, request.runtime_handler)
+    id_ = await (await _manager(c)).run(request.config, request.runtime_handler)
     return _pb().RunPodSandboxResponse(pod_sandbox_id=id_)
 
 
 async def stop_pod_sandbox(c: Any, request: Any, context: Any) -> Any:
     if not request.pod_sandbox_id:
         raise errdefs.InvalidArgument("pod sandbox id must not be empty")
-    await _manager(c).stop(request.pod_sandbox_id)
+    await (await _manager(c)).stop(request.pod_sandbox_id)
     return _pb().StopPodSandboxResponse()
 
 
 async def remove_pod_sandbox(c: Any, request: Any, context: Any) -> Any:
     if not request.pod_sandbox_id:
         raise errdefs.InvalidArgument("pod sandbox id must not be empty")
-    await _manager(c).remove(request.pod_sandbox_id)
+    await (await _manager(c)).remove(request.pod_sandbox_id)
     return _pb().RemovePodSandboxResponse()
 
 
 async def pod_sandbox_status(c: Any, request: Any, context: Any) -> Any:
     try:
-        status, info = await _manager(c).status(request.pod_sandbox_id, request.verbose)
+        status, info = await (await _manager(c)).status(request.pod_sandbox_id, request.verbose)
     except errdefs.NotFound as e:
         raise errdefs.NotFound(f"an error occurred when try to find sandbox: {e}") from None
     return _pb().PodSandboxStatusResponse(status=status, info=info)
@@ -51,9 +52,9 @@ async def pod_sandbox_status(c: Any, request: Any, context: Any) -> Any:
 
 async def list_pod_sandbox(c: Any, request: Any, context: Any) -> Any:
     flt = request.filter if request.HasField("filter") else None
-    return _pb().ListPodSandboxResponse(items=_manager(c).list(flt))
+    return _pb().ListPodSandboxResponse(items=(await _manager(c)).list(flt))
 
 
 async def get_container_events(c: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-    async for event in _manager(c).events.subscribe():
+    async for event in (await _manager(c)).events.subscribe():
         yield event

@@ -78,6 +78,19 @@ class SandboxManager:
     #: CNI per conf dir ("" = the default ``cni.conf_dir``)
     _cni: dict[str, Any] = attrs.Factory(dict)
     _tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
+    #: set once :meth:`start` (recovery) is done
+    _started: asyncio.Event = attrs.Factory(asyncio.Event)
+
+    async def wait_started(self, timeout: float = 60.0) -> None:
+        """Block until recovery at start-up is done (CRI calls wait for it, as containerd
+        answers none before it is initialised)."""
+        if self._started.is_set():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._started.wait()
+        except TimeoutError:
+            raise errdefs.Unavailable("cri: server is not initialized yet") from None
 
     # --- helpers -------------------------------------------------------------------------
 
@@ -444,6 +457,12 @@ class SandboxManager:
 
     async def start(self) -> None:
         """Rebuild the store from the sandbox records of ``k8s.io`` (after a restart)."""
+        try:
+            await self._recover_all()
+        finally:
+            self._started.set()
+
+    async def _recover_all(self) -> None:
         records_store = self.client.sandbox_store
         if records_store is None:
             log.warning("cri: no sandbox store; sandboxes are not recovered")
