@@ -352,3 +352,62 @@ async def test_disable_connections_does_not_listen(paths, make_nri):
     await nri.start()
     assert not os.path.exists(paths.socket)
     await nri.close()
+
+
+class _OldPlugin:
+    """A plugin of NRI 0.8 vintage: no dedicated RPCs for the non-adjusting events."""
+
+    def __init__(self) -> None:
+        self.changes: list[tuple[int, str]] = []
+
+    async def Configure(self, req):  # noqa: N802
+        return pb.ConfigureResponse(events=0)  # 0: every event
+
+    async def Synchronize(self, req):  # noqa: N802
+        return pb.SynchronizeResponse()
+
+    async def StateChange(self, req):  # noqa: N802
+        self.changes.append((req.event, req.container.id or req.pod.id))
+        return pb.Empty()
+
+
+async def test_older_plugins_get_state_change_for_events_they_lack(paths, make_nri):
+    from pycontainerd.core.nri import api, mux
+    from pycontainerd.core.ttrpc import Client, Server
+
+    nri = await make_nri()
+    impl = _OldPlugin()
+    r, w = await asyncio.open_unix_connection(str(paths.socket))
+    trunk = mux.Mux(r, w)
+    server = Server(require_same_user=False)
+    server.register_service(pb.DESCRIPTOR.services_by_name["Plugin"], impl)
+    serving = asyncio.create_task(server.serve_connection(*trunk.open(mux.PLUGIN_SERVICE_CONN)))
+    client = Client(*trunk.open(mux.RUNTIME_SERVICE_CONN))
+    trunk.start()
+    try:
+        await client.call(
+            api.RUNTIME_SERVICE,
+            "RegisterPlugin",
+            pb.RegisterPluginRequest(plugin_name="old", plugin_idx="40"),
+            pb.Empty,
+            timeout=5,
+        )
+        await wait_for(lambda: len(nri.plugins) == 1)
+        ctr = Container(id="c1", pod_sandbox_id="pod1")
+        await nri.run_pod_sandbox(POD)
+        # as in containerd, only notifications fall back to StateChange: a plugin that
+        # subscribed to CreateContainer but does not implement it fails the call
+        with pytest.raises(errdefs.NotImplemented_):
+            await nri.create_container(POD, ctr)
+        await nri.start_container(POD, ctr)
+        await nri.post_start_container(POD, ctr)
+        assert impl.changes == [
+            (pb.RUN_POD_SANDBOX, "pod1"),
+            (pb.START_CONTAINER, "c1"),
+            (pb.POST_START_CONTAINER, "c1"),
+        ]
+    finally:
+        await client.close()
+        await trunk.close()
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
