@@ -56,6 +56,9 @@ async def _init(ic: InitContext) -> Any:
     from pycontainerd.plugins.cri.sandbox.service import SandboxManager
 
     service.sandboxes = SandboxManager(c=service)
+    from pycontainerd.plugins.cri.container.service import ContainerManager
+
+    service.container_manager = ContainerManager(c=service)
     ready = ic.register_readiness()
     ic.spawn(service.start(ready), "cri start")
     return service

@@ -50,6 +50,10 @@ class CRIService:
     handler_features: dict[str, HandlerFeatures | None] | None = None
     #: pod sandboxes (``plugins.cri.sandbox.service.SandboxManager``): store, events, hooks
     sandboxes: Any = None
+    #: containers (``plugins.cri.container.service.ContainerManager``)
+    container_manager: Any = None
+    #: the streaming server (exec/attach/port-forward URLs), once started
+    stream_server: Any = None
     _tasks: list[asyncio.Task[Any]] = attrs.Factory(list)
     _closed: bool = False
 
@@ -75,6 +79,8 @@ class CRIService:
             )
         if self.sandboxes is not None:
             await self.sandboxes.start()
+        if self.container_manager is not None:
+            await self.container_manager.startup()
         ready()
 
     async def _follow_images(self) -> None:
@@ -99,6 +105,8 @@ class CRIService:
 
     async def close(self) -> None:
         self._closed = True
+        if self.container_manager is not None:
+            await self.container_manager.close()
         if self.sandboxes is not None:
             await self.sandboxes.close()
         for task in self._tasks:

@@ -36,6 +36,7 @@ IMAGE_SERVICE = "ImageService"
 RUNTIME_HANDLER_MODULES: list[str] = [
     "pycontainerd.plugins.cri.server.runtime_info",
     "pycontainerd.plugins.cri.sandbox.handlers",
+    "pycontainerd.plugins.cri.container.handlers",
 ]
 #: Modules holding ImageService handlers.
 IMAGE_HANDLER_MODULES: list[str] = [
