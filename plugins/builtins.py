@@ -34,6 +34,7 @@ MODULES = [
     "pycontainerd.plugins.services.tasks.plugin",
     "pycontainerd.plugins.services.version.plugin",
     "pycontainerd.plugins.services.healthcheck.plugin",
+    "pycontainerd.plugins.nri.plugin",
     "pycontainerd.plugins.cri.runtime.plugin",
     "pycontainerd.plugins.cri.images.plugin",
     "pycontainerd.plugins.cri.podsandbox.plugin",

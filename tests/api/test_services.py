@@ -73,6 +73,14 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("k8s.cri.runtime.v1.api", "ImageService"): (
         "ListImages StreamImages> ImageStatus PullImage RemoveImage ImageFsInfo"
     ),
+    ("nri.pkg.api.v1alpha1.api", "Runtime"): "RegisterPlugin UpdateContainers",
+    ("nri.pkg.api.v1alpha1.api", "Plugin"): (
+        "Configure Synchronize Shutdown RunPodSandbox UpdatePodSandbox PostUpdatePodSandbox "
+        "StopPodSandbox RemovePodSandbox CreateContainer PostCreateContainer StartContainer "
+        "PostStartContainer UpdateContainer PostUpdateContainer StopContainer RemoveContainer "
+        "StateChange ValidateContainerAdjustment"
+    ),
+    ("nri.pkg.api.v1alpha1.api", "HostFunctions"): "Log",
 }
 
 PROTO_PACKAGE = {
