@@ -7,6 +7,13 @@ with overlay whiteouts, as containerd does on Linux). The uncompressed digest co
 way is the diff ID; when the descriptor's annotations or the blob's labels name one
 (``containerd.io/uncompressed``) it must match.
 
+The layer is read and decompressed once, as it streams (``validate_first=False``): every entry
+is still checked before it is written, so nothing outside the mounts is ever touched, and a
+rejected entry stops the apply with an error naming it. What the layer wrote before that entry
+stays in the snapshot being applied to, which is an active snapshot its caller removes on
+failure (the unpacker's ``extract-*`` snapshot; containerd's clients do the same), exactly as
+with containerd's differ.
+
 Compare mounts ``lower`` and ``upper`` read-only, walks both with
 :func:`pycontainerd.core.archive.diff.write_diff` in a worker thread, compresses (gzip unless
 the media type says otherwise) into a content writer and commits; compressed blobs get the
@@ -65,13 +72,15 @@ def _on_loop(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T
 
 
 class _BlobReader:
-    """A blocking, sequential file-like reader over an async :class:`ReaderAt`."""
+    """A blocking, sequential file-like reader over an async :class:`ReaderAt`: one hop to the
+    loop per :data:`BRIDGE_CHUNK`, then reads are served from that chunk without copying it
+    again."""
 
     def __init__(self, ra: ReaderAt, loop: asyncio.AbstractEventLoop) -> None:
         self._ra = ra
         self._loop = loop
         self._offset = 0
-        self._buf = b""
+        self._buf = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -84,21 +93,30 @@ class _BlobReader:
         if not data:
             raise errdefs.DataLoss(f"short read at offset {self._offset} of {self._ra.size}")
         self._offset += len(data)
-        self._buf += data
+        self._buf = memoryview(data)
 
     def read(self, n: int = -1) -> bytes:
         if n is None or n < 0:
-            parts = [self._buf]
-            self._buf = b""
+            parts = [bytes(self._buf)]
+            self._buf = memoryview(b"")
             while self._offset < self._ra.size:
                 self._fill()
-                parts.append(self._buf)
-                self._buf = b""
+                parts.append(bytes(self._buf))
+                self._buf = memoryview(b"")
             return b"".join(parts)
         if not self._buf:
             self._fill()
-        out, self._buf = self._buf[:n], self._buf[n:]
+        out = bytes(self._buf[:n])
+        self._buf = self._buf[n:]
         return out
+
+    def readinto(self, b: Any) -> int:
+        if not self._buf:
+            self._fill()
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
 
 
 class _BlobWriter:
@@ -202,6 +220,7 @@ class WalkingDiff:
                     root,
                     _BlobReader(ra, loop),  # type: ignore[arg-type]
                     convert_whiteouts=whiteouts,  # type: ignore[arg-type]
+                    validate_first=False,
                     parents=parents,
                     progress=config.progress,
                 )
