@@ -156,10 +156,11 @@ class Attached:
                 loop.add_signal_handler(signal.SIGWINCH, send)
                 self._resize_installed = True
 
-    async def drain(self, timeout: float = DRAIN_TIMEOUT) -> None:
-        """Until the output streams have ended (the shim closed them), at most ``timeout``."""
+    async def drain(self, timeout: float | None = None) -> None:
+        """Until the output streams have ended (the shim closed them), at most ``timeout``
+        (default :data:`DRAIN_TIMEOUT`)."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(DRAIN_TIMEOUT if timeout is None else timeout):
                 for r in self._readers:
                     await r
 

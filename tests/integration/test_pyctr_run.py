@@ -25,6 +25,12 @@ from daemon import Daemon
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 RUNTIMES = ("io.containerd.runc.v2", "io.containerd.pyrunc.v2")
+#: the CRI plugins play no part here: leave them out (faster start, independent of them)
+CONFIG = (
+    "version = 4\n"
+    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",'
+    ' "io.containerd.cri.v1.images"]\n'
+)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +40,7 @@ def d(tmp_path_factory: pytest.TempPathFactory, busybox: images.Image) -> Iterat
     base = Path(tempfile.mkdtemp(prefix="pyctrrun", dir="/tmp"))
     env = {"PATH": ":".join(filter(None, [os.path.dirname(sys.executable),
                                           os.environ.get("PATH"), *peers.SBIN_DIRS]))}
-    daemon = Daemon(base / "d", env=env)
+    daemon = Daemon(base / "d", config=CONFIG, env=env)
     daemon.start()
     try:
         archive = busybox.oci_archive(base / "busybox.tar")
@@ -81,7 +87,7 @@ def _gone(d: Daemon, cid: str) -> None:
     assert not _bundle(d, cid).exists()
 
 
-def _wait_status(d: Daemon, cid: str, status: str, timeout: float = 15) -> None:
+def _wait_status(d: Daemon, cid: str, status: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _tasks(d).get(cid, ("", ""))[1] == status:
@@ -138,6 +144,53 @@ def test_run_flags_env_cwd_mount_label(d: Daemon, busybox: images.Image, tmp_pat
     assert res.returncode != 0 and not (tmp_path / "g").exists()
     res = pyctr(d, "run", "--rm", "--net-host", busybox.name, "nethost", "cat", "/etc/hosts")
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_run_log_uri_null_io_pid_file(d: Daemon, busybox: images.Image, tmp_path: Path,
+                                      runtime: str) -> None:
+    log = tmp_path / "log"
+    cid = "logged-" + runtime.split(".")[2]
+
+    def logged() -> list[str]:
+        return sorted(log.read_text().split()) if log.exists() else []
+
+    res = pyctr(d, "run", "-d", "--runtime", runtime, "--log-uri", str(log),
+                "--pid-file", str(tmp_path / "pid"), busybox.name, cid,
+                "sh", "-c", "echo out; echo err >&2")
+    try:
+        assert res.returncode == 0 and res.stdout == b"", res.stderr
+        assert int((tmp_path / "pid").read_text()) > 0
+        _wait_status(d, cid, "STOPPED", timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and logged() != ["err", "out"]:
+            time.sleep(0.1)
+        assert logged() == ["err", "out"]
+    finally:
+        d.pyctr("tasks", "delete", "-f", cid, check=False)
+        d.pyctr("containers", "rm", cid, check=False)
+    _gone(d, cid)
+
+    res = pyctr(d, "run", "--rm", "--null-io", "--runtime", runtime, busybox.name, "nullio",
+                "sh", "-c", "echo out; exit 6")
+    assert (res.returncode, res.stdout) == (6, b"")
+    _gone(d, "nullio")
+
+
+def test_run_unpacks_on_demand_and_resolves_users(d: Daemon, busybox: images.Image) -> None:
+    # imported (and unpacked) for overlayfs only: run with native unpacks it there first
+    res = pyctr(d, "run", "--rm", "--snapshotter", "native", busybox.name, "nat", "echo", "n")
+    assert (res.returncode, res.stdout) == (0, b"n\n"), res.stderr
+    native = d.pyctr("snapshots", "--snapshotter", "native", "ls").stdout
+    assert "sha256:" in native and "nat" not in native
+    res = pyctr(d, "run", "--rm", "-u", "nobody", busybox.name, "u1", "id")
+    assert res.stdout.startswith(b"uid=65534(nobody) gid=65534(nobody)"), res.stderr
+    res = pyctr(d, "run", "--rm", "-u", "1000:1001", busybox.name, "u2", "id", "-u")
+    assert res.stdout == b"1000\n"
+    res = pyctr(d, "run", "--rm", "-u", "nosuchuser", busybox.name, "u3", "id")
+    assert res.returncode == 1 and b"nosuchuser" in res.stderr
+    for cid in ("nat", "u1", "u2", "u3"):
+        _gone(d, cid)
 
 
 def test_detached_task_lifecycle(d: Daemon, busybox: images.Image) -> None:
