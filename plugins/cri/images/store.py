@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from pycontainerd.core import errdefs, platforms
+from pycontainerd.core import errdefs, namespaces, platforms
 from pycontainerd.core.images import image as image_
 from pycontainerd.core.metadata.images import Image as ImageRecord
 from pycontainerd.plugins.cri import constants
@@ -118,11 +118,13 @@ RecordGetter = Callable[[str], Awaitable[ImageRecord]]
 @attrs.define(eq=False)
 class ImageIndex:
     """``ref -> ID`` and ``ID -> Image``. ``getter`` reads a record in ``k8s.io``;
-    ``provider`` is the content store; ``matcher`` the platform images are shown for."""
+    ``provider`` is the content store; ``matcher`` the platform images are shown for;
+    ``namespace`` the one the records live in."""
 
     _getter: RecordGetter
     _provider: Any
     _matcher: platforms.MatchComparer = attrs.Factory(platforms.default)
+    _namespace: str = constants.K8S_NAMESPACE
     _ref_cache: dict[str, str] = attrs.Factory(dict)
     _images: dict[str, Image] = attrs.Factory(dict)
     _pinned_refs: dict[str, set[str]] = attrs.Factory(dict)
@@ -132,12 +134,13 @@ class ImageIndex:
     async def update(self, ref: str) -> None:
         """Re-read record ``ref``: add, move or (when it is gone) drop the reference."""
         async with self._lock:
-            try:
-                record = await self._getter(ref)
-            except errdefs.NotFound:
-                self.apply(ref, None)
-                return
-            image = await image_from_record(self._provider, record, self._matcher)
+            with namespaces.use(self._namespace):
+                try:
+                    record = await self._getter(ref)
+                except errdefs.NotFound:
+                    self.apply(ref, None)
+                    return
+                image = await image_from_record(self._provider, record, self._matcher)
             self.apply(ref, image)
 
     def apply(self, ref: str, image: Image | None) -> None:

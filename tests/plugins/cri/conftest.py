@@ -109,6 +109,12 @@ async def start_cri_daemon(base: str, overrides: dict[str, Any]) -> Server:
 
 
 @pytest.fixture
+def start_cri() -> Any:
+    """``await start_cri(base, overrides)`` -> a started Server; the caller stops it."""
+    return start_cri_daemon
+
+
+@pytest.fixture
 async def cri_daemon(cri_config: dict[str, Any]) -> AsyncIterator[CRIDaemon]:
     base = tempfile.mkdtemp(prefix="cri", dir="/tmp")
     server = await start_cri_daemon(base, cri_config)
