@@ -38,7 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -55,7 +55,16 @@ from pycontainerd.api.containerd.services.containers.v1 import (  # noqa: E402
     containers_pb2,
     containers_pb2_grpc,
 )
+from pycontainerd.api.containerd.services.content.v1 import (  # noqa: E402
+    content_pb2,
+    content_pb2_grpc,
+)
+from pycontainerd.api.containerd.services.images.v1 import images_pb2, images_pb2_grpc  # noqa: E402
 from pycontainerd.api.containerd.services.leases.v1 import leases_pb2, leases_pb2_grpc  # noqa: E402
+from pycontainerd.api.containerd.services.namespaces.v1 import (  # noqa: E402
+    namespace_pb2,
+    namespace_pb2_grpc,
+)
 from pycontainerd.api.containerd.services.snapshots.v1 import (  # noqa: E402
     snapshots_pb2,
     snapshots_pb2_grpc,
@@ -168,6 +177,9 @@ class Client:
         self.snapshots = snapshots_pb2_grpc.SnapshotsStub(self.channel)
         self.tasks = tasks_pb2_grpc.TasksStub(self.channel)
         self.leases = leases_pb2_grpc.LeasesStub(self.channel)
+        self.images = images_pb2_grpc.ImagesStub(self.channel)
+        self.content = content_pb2_grpc.ContentStub(self.channel)
+        self.namespaces = namespace_pb2_grpc.NamespacesStub(self.channel)
         self.parent = parent
         md = (("containerd-namespace", NS),)
         self.lease = self.leases.Create(leases_pb2.CreateRequest(id="bench-run"), metadata=md).lease
@@ -198,9 +210,36 @@ class Client:
         )
         return list(mounts)
 
-    def create_task(self, id: str, mounts: list) -> None:  # noqa: A002
-        self.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts),
+    def create_task(self, id: str, mounts: list, stdio: tuple[str, str] = ("", "")) -> None:  # noqa: A002
+        self.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts,
+                                                      stdout=stdio[0], stderr=stdio[1]),
                           metadata=self.md)
+
+    def image_checks(self) -> None:
+        """What ctr run reads before it creates anything: the image, the namespace (default
+        snapshotter label), manifest and config blobs, the unpacked layer chain."""
+        md = self.md[:1]
+        img = self.images.Get(images_pb2.GetImageRequest(name=IMAGE), metadata=md).image
+        self.namespaces.Get(namespace_pb2.GetNamespaceRequest(name=NS), metadata=md)
+        digest = img.target.digest
+        while True:
+            self.content.Info(content_pb2.InfoRequest(digest=digest), metadata=md)
+            blob = b"".join(r.data for r in self.content.Read(
+                content_pb2.ReadContentRequest(digest=digest), metadata=md))
+            doc = json.loads(blob)
+            if "manifests" in doc:  # an index: take the first manifest
+                digest = doc["manifests"][0]["digest"]
+                continue
+            break
+        b"".join(r.data for r in self.content.Read(
+            content_pb2.ReadContentRequest(digest=doc["config"]["digest"]), metadata=md))
+        self.snapshots.Stat(snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER,
+                                                              key=self.parent), metadata=md)
+
+    def task_mounts(self, id: str) -> list:  # noqa: A002
+        self.containers.Get(containers_pb2.GetContainerRequest(id=id), metadata=self.md)
+        return list(self.snapshots.Mounts(
+            snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER, key=id), metadata=self.md).mounts)
 
     def start(self, id: str) -> None:  # noqa: A002
         self.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=self.md)
@@ -239,29 +278,43 @@ class Client:
         self.channel.close()
 
 
-def phases_once(client: Client, id: str, runtime: str) -> dict[str, float]:  # noqa: A002
+def phases_once(client: Client, id: str, runtime: str, fifo_dir: str) -> dict[str, float]:  # noqa: A002
+    """One ``ctr run --rm`` done by hand, with ctr's calls, FIFO stdio included."""
     out: dict[str, float] = {}
-    t0 = time.monotonic()
-    mounts = client.create_container(id, ["echo", "hello"], runtime)
-    t1 = time.monotonic()
-    client.create_task(id, mounts)
-    t2 = time.monotonic()
-    fut = client.wait_future(id)
-    client.start(id)
-    t3 = time.monotonic()
-    fut.result(timeout=60)
-    t4 = time.monotonic()
+    marks = [time.monotonic()]
+    client.image_checks()
+    marks.append(time.monotonic())
+    lease = client.leases.Create(leases_pb2.CreateRequest(), metadata=client.md[:1]).lease
+    client.create_container(id, ["echo", "hello"], runtime)
+    client.leases.Delete(leases_pb2.DeleteRequest(id=lease.id), metadata=client.md[:1])
+    marks.append(time.monotonic())
+    fifos = (os.path.join(fifo_dir, f"{id}-stdout"), os.path.join(fifo_dir, f"{id}-stderr"))
+    fds = []
+    for f in fifos:
+        os.mkfifo(f)
+        fds.append(os.open(f, os.O_RDONLY | os.O_NONBLOCK))
+    try:
+        client.create_task(id, client.task_mounts(id), fifos)
+        marks.append(time.monotonic())
+        fut = client.wait_future(id)
+        client.start(id)
+        marks.append(time.monotonic())
+        fut.result(timeout=60)
+        marks.append(time.monotonic())
+    finally:
+        for fd in fds:
+            os.close(fd)
+        for f in fifos:
+            os.unlink(f)
     client.delete_task(id)
-    t5 = time.monotonic()
+    marks.append(time.monotonic())
     client.delete_container(id)
-    t6 = time.monotonic()
-    out["container create"] = t1 - t0
-    out["task create"] = t2 - t1
-    out["task start"] = t3 - t2
-    out["wait (exit seen)"] = t4 - t3
-    out["task delete"] = t5 - t4
-    out["container delete"] = t6 - t5
-    out["total"] = t6 - t0
+    marks.append(time.monotonic())
+    names = ["image checks", "container create", "task create", "task start",
+             "wait (exit seen)", "task delete", "container delete"]
+    for i, name in enumerate(names):
+        out[name] = marks[i + 1] - marks[i]
+    out["total"] = marks[-1] - marks[0]
     return out
 
 
@@ -346,12 +399,13 @@ def bench_latency(targets: list[tuple[str, object, str]], runs: int) -> dict[str
 
 
 def bench_phases(
-    targets: list[tuple[str, object, str]], clients: dict[str, Client], runs: int
+    targets: list[tuple[str, object, str]], clients: dict[str, Client], runs: int, fifo_dir: str
 ) -> dict[str, dict[str, list[float]]]:
     res: dict[str, dict[str, list[float]]] = {name: {} for name, _, _ in targets}
     for i in range(runs + 1):
         for name, d, runtime in targets:
-            out = phases_once(clients[d.name], f"ph-{i}", runtime)  # type: ignore[attr-defined]
+            out = phases_once(clients[d.name], f"ph-{i}", runtime,  # type: ignore[attr-defined]
+                              fifo_dir)
             if i:
                 for k, v in out.items():
                     res[name].setdefault(k, []).append(v)
@@ -446,7 +500,7 @@ def main() -> int:
                    ((n, median_ms(t), statistics.median(t) / base) for n, t in lat.items()))
             out["latency"] = {n: {"median_s": statistics.median(t), "runs": t}
                               for n, t in lat.items()}
-            ph = bench_phases(targets, clients, args.runs)
+            ph = bench_phases(targets, clients, args.runs, str(work))
             names = list(ph)
             keys = list(ph[names[0]])
             print("gRPC phases, median ms:")

@@ -10,13 +10,15 @@ Called by containerd (ours or containerd's own) exactly like containerd-shim-run
 ``io.kubernetes.cri.sandbox-id`` annotation (else the id): the socket is
 ``unix://<dir>/<sha256 of "<address>/<ns>/<group>">`` with ``<dir>`` = ``/run/containerd/s``
 (``$PYCONTAINERD_SHIM_SOCKET_DIR`` overrides it). A live shim on that socket is reused;
-otherwise the listener is created and handed as fd 3 to a new shim process (own session,
-stdio detached, stderr on the bundle's ``log`` FIFO). It prints the plain address, which every
+otherwise the listener is created and the serving shim is forked from the ``start`` process
+(no second interpreter start-up; own session, stdio detached, stderr on the bundle's ``log``
+FIFO, the listener as fd 3). It prints the plain address, which every
 containerd understands (task API v2), or containerd's JSON bootstrap parameters with version 3
 (task API v3) when ``$MAX_SHIM_VERSION`` is 3 or more. The serving shim answers both.
 
 This module keeps its imports light: ``start`` must answer fast and pulls in no protobuf or
-asyncio; serve and delete import what they need when they run.
+asyncio; the forked server imports what it needs after the fork; ``delete`` (run by
+containerd 1.6 after every shim disconnect) encodes its reply by hand and imports no protobuf.
 """
 
 from __future__ import annotations
@@ -195,21 +197,9 @@ def _adjust_oom_score(pid: int) -> None:
         pass
 
 
-def _self_command() -> list[str]:
-    exe = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
-    if exe and os.path.isfile(exe) and os.access(exe, os.X_OK) and not exe.endswith(".py"):
-        return [exe]
-    return [sys.executable, "-m", "pycontainerd.plugins.runtimes.pyrunc.main"]
-
-
-def _spawn_server(opts: dict[str, Any], sock: socket.socket, path: str, bundle: str) -> int:
-    argv = _self_command()
-    argv += ["-namespace", opts["namespace"], "-id", opts["id"], "-address", opts["address"]]
-    if opts["publish-binary"]:
-        argv += ["-publish-binary", opts["publish-binary"]]
-    argv += ["-socket", "unix://" + path]
-    if opts["debug"]:
-        argv.append("-debug")
+def _release_stdio(bundle: str) -> None:
+    """Point stdin/stdout at /dev/null and stderr at the bundle's ``log`` FIFO (or /dev/null):
+    the daemon reads our stdout and stderr pipes to EOF, which must not wait for the server."""
     devnull = os.open(os.devnull, os.O_RDWR)
     log_fd = -1
     try:
@@ -217,23 +207,44 @@ def _spawn_server(opts: dict[str, Any], sock: socket.socket, path: str, bundle: 
         log_fd = os.open(os.path.join(bundle, "log"), os.O_WRONLY | os.O_NONBLOCK)
     except OSError:
         pass
-    actions = [
-        (os.POSIX_SPAWN_DUP2, devnull, 0),
-        (os.POSIX_SPAWN_DUP2, devnull, 1),
-        (os.POSIX_SPAWN_DUP2, log_fd if log_fd >= 0 else devnull, 2),
-        (os.POSIX_SPAWN_DUP2, sock.fileno(), LISTENER_FD),
-    ]
-    # dup2 onto the same number keeps close-on-exec: make the listener inheritable itself
-    os.set_inheritable(sock.fileno(), True)
-    env = dict(os.environ)
-    env.pop("NOTIFY_SOCKET", None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.dup2(log_fd if log_fd >= 0 else devnull, 2)
+    os.close(devnull)
+    if log_fd >= 0:
+        os.close(log_fd)
+
+
+def _fork_server(opts: dict[str, Any], sock: socket.socket, path: str) -> int:
+    """Fork the serving shim from this process rather than exec a new interpreter: the child
+    skips the interpreter's start-up and the imports ``start`` already paid for, so the first
+    request is answered sooner. The child gets its own session, this process's (released)
+    stdio, the listener as fd 3 and no other descriptor; it never returns here."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
     try:
-        pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+        os.setsid()
+        if sock.fileno() != LISTENER_FD:
+            os.dup2(sock.fileno(), LISTENER_FD)
+            sock.close()
+        else:
+            sock.detach()
+        os.closerange(LISTENER_FD + 1, os.sysconf("SC_OPEN_MAX"))
+        os.environ.pop("NOTIFY_SOCKET", None)
+        from pycontainerd.plugins.runtimes.pyrunc.server import serve
+
+        code = serve({**opts, "action": "", "bundle": "", "socket": "unix://" + path})
+    except BaseException as e:  # noqa: BLE001 - the child must never return into start
+        try:
+            print(f"containerd-shim-pyrunc-v2: serve: {e!r}", file=sys.stderr, flush=True)
+        except BaseException:  # noqa: BLE001
+            pass
     finally:
-        os.close(devnull)
-        if log_fd >= 0:
-            os.close(log_fd)
-    return pid
+        os._exit(code)
 
 
 def _start_reply(address: str) -> str:
@@ -262,25 +273,59 @@ def cmd_start(opts: dict[str, Any]) -> int:
     path = socket_path(opts["address"], opts["namespace"], group)
     address = "unix://" + path
     sock = _listen(path)
-    if sock is not None:
-        try:
-            pid = _spawn_server(opts, sock, path, bundle)
-        except BaseException:
-            os.unlink(path)
-            raise
-        finally:
-            sock.close()
-        cgroup = _shim_cgroup(options)
-        if cgroup:
-            _join_cgroup(pid, cgroup)
-        _adjust_oom_score(pid)
     _write_address(bundle, address)
-    sys.stdout.write(_start_reply(address))
-    sys.stdout.flush()
+    reply = _start_reply(address)
+    if sock is None:  # a live shim serves the group
+        sys.stdout.write(reply)
+        sys.stdout.flush()
+        return 0
+    try:
+        cgroup = _shim_cgroup(options)
+        # reply, then let go of the daemon's pipes before forking: its read to EOF then ends
+        # when this process exits, however long the server takes to get going
+        sys.stdout.write(reply)
+        _release_stdio(bundle)
+        pid = _fork_server(opts, sock, path)
+    except BaseException:
+        os.unlink(path)
+        raise
+    finally:
+        sock.close()
+    if cgroup:
+        _join_cgroup(pid, cgroup)
+    _adjust_oom_score(pid)
     return 0
 
 
 # -- delete --------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _uint_field(number: int, value: int) -> bytes:
+    return _varint(number << 3) + _varint(value) if value else b""
+
+
+def delete_response(pid: int, exit_status: int, exited_at_ns: int) -> bytes:
+    """The wire bytes of ``containerd.task.v2.DeleteResponse{pid=1, exit_status=2,
+    exited_at=3 (Timestamp{seconds=1, nanos=2})}``, encoded here so that ``delete`` (which
+    containerd 1.6 runs after every shim disconnect) does not import protobuf."""
+    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
+    ts = _uint_field(1, seconds) + _uint_field(2, nanos)
+    out = _uint_field(1, pid) + _uint_field(2, exit_status)
+    if ts:
+        out += _varint(3 << 3 | 2) + _varint(len(ts)) + ts
+    return out
 
 
 def cmd_delete(opts: dict[str, Any]) -> int:
@@ -316,11 +361,8 @@ def cmd_delete(opts: dict[str, Any]) -> int:
         sys.stderr.write(f"failed to unmount {', '.join(failed)}\n")
     pid = bundle_files.read_init_pid(bundle)
 
-    from pycontainerd.api.containerd.runtime.task.v2 import shim_pb2
-
-    resp = shim_pb2.DeleteResponse(pid=pid, exit_status=128 + 9)
-    resp.exited_at.FromNanoseconds(time.time_ns())
-    sys.stdout.buffer.write(resp.SerializeToString())
+    resp = delete_response(pid, 128 + 9, time.time_ns())
+    sys.stdout.buffer.write(resp)
     sys.stdout.flush()
     return 0
 
