@@ -572,12 +572,13 @@ class ContainerManager:
             waiter = asyncio.get_running_loop().create_task(
                 self._tasks("wait", tasks_pb2.WaitRequest(container_id=container.id))
             )
+            started_at = now_ns()
             try:
                 resp = await self._tasks("start", tasks_pb2.StartRequest(container_id=container.id))
             except BaseException:
                 waiter.cancel()
                 raise
-            await asyncio.to_thread(container.update, pid=int(resp.pid), started_at=now_ns())
+            await asyncio.to_thread(container.update, pid=int(resp.pid), started_at=started_at)
         except BaseException as e:
             log.warning("failed to start container %s: %s", container.id, e)
             with contextlib.suppress(Exception):
@@ -626,20 +627,35 @@ class ContainerManager:
     async def _monitor(self, container: Container, waiter: asyncio.Future[Any] | None) -> None:
         """Wait for the task to exit, record the exit, delete the task."""
         id_ = container.id
-        try:
-            if waiter is None:
-                waiter = asyncio.ensure_future(
-                    self._tasks("wait", tasks_pb2.WaitRequest(container_id=id_))
-                )
-            resp = await waiter
-            code, exited = int(resp.exit_status), _from_ts(resp.exited_at) or now_ns()
-        except asyncio.CancelledError:
-            raise
-        except errdefs.ContainerdError as e:
-            if self._closed:
-                return
-            log.warning("failed to wait for container %s: %s", id_, e)
-            code, exited = UNKNOWN_EXIT_CODE, now_ns()
+        while True:
+            try:
+                if waiter is None:
+                    waiter = asyncio.ensure_future(
+                        self._tasks("wait", tasks_pb2.WaitRequest(container_id=id_))
+                    )
+                resp = await waiter
+                code, exited = int(resp.exit_status), _from_ts(resp.exited_at) or now_ns()
+                break
+            except asyncio.CancelledError:
+                raise
+            except errdefs.ContainerdError as e:
+                if self._closed:
+                    return
+                # a failed wait is no exit: ask for the task (the daemon may be going down)
+                waiter = None
+                try:
+                    got = await self._tasks("get", tasks_pb2.GetRequest(container_id=id_))
+                except errdefs.NotFound:
+                    log.warning("container %s: task gone (%s); exit unknown", id_, e)
+                    code, exited = UNKNOWN_EXIT_CODE, now_ns()
+                    break
+                except errdefs.ContainerdError:
+                    got = None
+                if got is not None and got.process.status == task_pb2.Status.STOPPED:
+                    code = int(got.process.exit_status)
+                    exited = _from_ts(got.process.exited_at) or now_ns()
+                    break
+                await asyncio.sleep(1.0)
         if self._closed:
             return
         await self._handle_exit(container, code, exited)
@@ -655,6 +671,7 @@ class ContainerManager:
                 await container.io.wait_output(OUTPUT_DRAIN_TIMEOUT)
             await container.io.close()
         reason = exit_reason(code, oom)
+        exited = max(exited, container.status.started_at)
         log.info("container %s exited with status %d (%s)", id_, code, reason)
         try:
             await asyncio.to_thread(

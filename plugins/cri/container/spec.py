@@ -296,14 +296,14 @@ def _apply_mounts(
             "source": src,
             "options": options,
         }
-        if len(m.uid_mappings) or len(m.gid_mappings):
+        if len(m.uidMappings) or len(m.gidMappings):
             entry["uidMappings"] = [
                 {"containerID": x.container_id, "hostID": x.host_id, "size": x.length}
-                for x in m.uid_mappings
+                for x in m.uidMappings
             ]
             entry["gidMappings"] = [
                 {"containerID": x.container_id, "hostID": x.host_id, "size": x.length}
-                for x in m.gid_mappings
+                for x in m.gidMappings
             ]
         spec["mounts"].append(entry)
 
@@ -406,6 +406,12 @@ def merge_env(base: Sequence[str], new: Sequence[str]) -> list[str]:
             index[key] = len(out)
             out.append(e)
     return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return str(value)
 
 
 def process_args(config: Any, image_config: Mapping[str, Any]) -> list[str]:
@@ -577,7 +583,7 @@ def container_spec(
     env = merge_env([DEFAULT_PATH_ENV], list(process.get("env") or []))
     env = merge_env(env, [f"HOSTNAME={hostname}"])
     env = merge_env(env, list(image_config.get("Env") or []))
-    env = merge_env(env, [f"{e.key}={e.value}" for e in config.envs])
+    env = merge_env(env, [f"{e.key}={_text(e.value)}" for e in config.envs])
     process["env"] = env
 
     _apply_mounts(spec, config, sandbox_mounts(config, paths), options.rro_supported)
