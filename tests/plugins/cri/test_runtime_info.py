@@ -119,24 +119,32 @@ def _update(cidr: str) -> Any:
     )
 
 
-async def test_methods_not_built_yet_are_unimplemented_by_name(cri_daemon):
-    rt = cri_daemon.cri.runtime
-    with pytest.raises(grpc.aio.AioRpcError) as ei:
-        await rt.RunPodSandbox(pb.RunPodSandboxRequest())
-    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "RuntimeService.RunPodSandbox" in ei.value.details()
-    with pytest.raises(grpc.aio.AioRpcError) as ei:
-        async for _ in rt.GetContainerEvents(pb.GetEventsRequest()):
-            pass
-    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "GetContainerEvents" in ei.value.details()
+async def test_methods_without_a_handler_are_unimplemented_by_name(cri_daemon):
+    from pycontainerd.api.k8s.cri.runtime.v1 import api_pb2
+
+    implemented = server.find_handlers(server.RUNTIME_SERVICE, server.RUNTIME_HANDLER_MODULES)
+    methods = api_pb2.DESCRIPTOR.services_by_name[server.RUNTIME_SERVICE].methods
+    missing = [m for m in methods if m.name not in implemented]
+    if not missing:
+        pytest.skip("every RuntimeService method has a handler")
+    for m in missing:
+        call = getattr(cri_daemon.cri.runtime, m.name)
+        request = getattr(pb, m.input_type.name)()
+        with pytest.raises(grpc.aio.AioRpcError) as ei:
+            if m.server_streaming:
+                async for _ in call(request):
+                    pass
+            else:
+                await call(request)
+        assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED, m.name
+        assert f"RuntimeService.{m.name}" in ei.value.details()
 
 
-def test_every_rpc_maps_to_a_snake_case_handler_name():
+def test_rpcs_map_to_snake_case_handler_names():
     assert server.snake_case("ImageFsInfo") == "image_fs_info"
     assert server.snake_case("ListPodSandboxStats") == "list_pod_sandbox_stats"
     found = server.find_handlers(server.RUNTIME_SERVICE, server.RUNTIME_HANDLER_MODULES)
-    assert set(found) == {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig"}
+    assert {"Version", "Status", "RuntimeConfig", "UpdateRuntimeConfig"} <= set(found)
     found = server.find_handlers(server.IMAGE_SERVICE, server.IMAGE_HANDLER_MODULES)
     assert set(found) == {
         "ListImages",
