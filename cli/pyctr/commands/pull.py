@@ -167,6 +167,8 @@ class _ClientStream:
 
     def __init__(self, call: Any) -> None:
         self.call = call
+        #: a write failed because the daemon had ended the call
+        self._ended = False
 
     @classmethod
     async def open(cls, channel: Any, stream_id: str, metadata: Any) -> _ClientStream:
@@ -182,7 +184,14 @@ class _ClientStream:
     async def recv(self) -> Any:
         import grpc
 
-        msg = await self.call.read()
+        try:
+            msg = await self.call.read()
+        except grpc.aio.AioRpcError:
+            if self._ended:
+                # the late write marked the finished call failed; what the daemon sent
+                # before it ended has been read
+                raise EOFError("end of stream") from None
+            raise
         if msg is grpc.aio.EOF:
             raise EOFError("end of stream")
         return msg
@@ -194,6 +203,7 @@ class _ClientStream:
             await self.call.write(msg)
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError) as e:
             # the daemon ended the stream (a window update after the last Data message)
+            self._ended = True
             raise EOFError(f"stream closed: {e}") from None
 
     async def close(self) -> None:
