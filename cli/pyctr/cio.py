@@ -214,9 +214,13 @@ def forward_signals(
     sigs = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
             signal.SIGUSR1, signal.SIGUSR2]
     installed = []
+
+    def forward(sig: int) -> None:
+        loop.create_task(_quietly(kill(sig)))
+
     for s in sigs:
         try:
-            loop.add_signal_handler(s, lambda s=s: loop.create_task(_quietly(kill(int(s)))))
+            loop.add_signal_handler(s, forward, int(s))
             installed.append(s)
         except (ValueError, RuntimeError, NotImplementedError):
             continue

@@ -291,42 +291,59 @@ def test_run_interrupt_is_forwarded_to_the_task(d: Daemon, busybox: images.Image
     _gone(d, "sig")
 
 
+def _winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _read_until(fd: int, out: bytearray, needle: bytes, timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while needle not in out and time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.5)
+        if fd in r:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                return needle in out
+            if not chunk:
+                break
+            out += chunk
+    return needle in out
+
+
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_run_tty_under_a_pseudo_terminal(d: Daemon, busybox: images.Image, runtime: str) -> None:
+    """-t: the process gets a terminal of our size, our keystrokes (raw: pyctr does not
+    echo or edit them) and our window size changes (SIGWINCH -> ResizePty)."""
     cid = "tty-" + runtime.split(".")[2]
     cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", d.address,
            "run", "--rm", "-t", "--runtime", runtime, busybox.name, cid,
-           "sh", "-c", "tty; stty size; echo done; exit 2"]
+           "sh", "-c", "tty; stty size; echo ready; read line; echo got=$line; stty size; "
+           "exit 2"]
     pid, fd = pty.fork()
     if pid == 0:  # child: pyctr on the pty
         try:
-            import fcntl
-            import struct
-            import termios
-
-            fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+            _winsize(0, 33, 111)
             os.execve(sys.executable, cmd, d.env)
         finally:
             os._exit(127)
-    out = b""
-    deadline = time.monotonic() + 60
+    out = bytearray()
     try:
-        while time.monotonic() < deadline:
-            r, _, _ = select.select([fd], [], [], 0.5)
-            if fd in r:
-                try:
-                    chunk = os.read(fd, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                out += chunk
+        assert _read_until(fd, out, b"ready"), out
+        _winsize(fd, 44, 122)  # the kernel sends pyctr SIGWINCH
+        time.sleep(1)
+        os.write(fd, b"hello\r")
+        _read_until(fd, out, b"44 122")
+        _read_until(fd, out, b"\xff", timeout=5)  # until the end
         _, status = os.waitpid(pid, 0)
     finally:
         os.close(fd)
     text = out.decode(errors="replace")
-    assert "/dev/pts/" in text and "done" in text, text
-    assert "33 111" in text, text
+    assert "/dev/pts/" in text and "33 111" in text, text
+    assert "got=hello" in text and "44 122" in text, text
     assert os.waitstatus_to_exitcode(status) == 2, text
     _gone(d, cid)
 

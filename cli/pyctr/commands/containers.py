@@ -317,14 +317,14 @@ async def _resolve_user(user: str, mounts: Any) -> tuple[int, int, list[int]]:
 
     name, _, group = user.partition(":")
     if name.isdigit() and (not group or group.isdigit()):
-        uid = int(name)
-        return uid, int(group) if group else 0, []
+        return int(name), int(group) if group else 0, []
     from pycontainerd.core.mount import with_temp_mount
 
     async with with_temp_mount(list(mounts), readonly=True) as root:
         passwd = _read_db(os.path.join(root, "etc/passwd"))
         groups = _read_db(os.path.join(root, "etc/group"))
-    uid = gid = None
+    uid: int | None = None
+    gid: int | None = None
     for entry in passwd:
         if len(entry) >= 4 and (entry[0] == name or entry[2] == name):
             uid, gid = int(entry[2]), int(entry[3])
