@@ -461,12 +461,6 @@ def test_restart_keeps_running_container(env: Env) -> None:
     assert st.state == pb.CONTAINER_EXITED and st.exit_code in (137, 143)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runtime v2 load_existing_shims deletes a task whose process exited while the "
-    "daemon was down (no pids -> 'leaked shim'), losing its exit status before the CRI "
-    "recovers it",
-)
 def test_restart_records_exit_of_container_that_died_meanwhile(env: Env) -> None:
     pod, pcfg = env.run_pod("died")
     dying = env.create(pod, pcfg, "dying", ["sleep 3; exit 7"])

@@ -323,11 +323,11 @@ class ShimManager:
             await self._cleanup_after_dead_shim(shim, binary)
             return
         # a shim started for a task that was never created (the daemon died in between) is
-        # a leak, unless it serves a sandbox
+        # a leak, unless it serves a sandbox. A task whose process exited while we were down
+        # is not: its state (STOPPED, exit status) is what the CRI and `ctr task ls` recover.
         leaked = False
         try:
-            pids = await task.pids()
-            leaked = not pids
+            await task.state()
         except errdefs.NotFound:
             leaked = True
         if leaked and self.sandboxes is not None:
