@@ -64,8 +64,8 @@ ctr_ images ls
 step "ctr run --rm: a container through containerd's own shim and runc"
 ctr_ run --rm docker.io/library/busybox:latest demo-runc \
     sh -c 'echo "hello from $(hostname), a busybox container run by pycontainerd"'
-step "ctr run --rm --runtime io.containerd.pyrunc.v2: the same through our own shim"
-PATH="$REPO/.venv/bin:$PATH" ctr_ run --rm --runtime io.containerd.pyrunc.v2 \
+step "pyctr run --rm --runtime io.containerd.pyrunc.v2: our client through our own shim"
+pyctr run --rm --runtime io.containerd.pyrunc.v2 \
     docker.io/library/busybox:latest demo-pyrunc sh -c 'echo "hello again, via containerd-shim-pyrunc-v2"'
 
 step "stopping pycontainerd"
