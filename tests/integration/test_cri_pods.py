@@ -241,7 +241,7 @@ def test_run_status_list_stop_remove(pods: Pods, network: cni_support.TestNetwor
     netns = info["sandboxMetadata"]["NetNSPath"]
     assert netns.startswith("/var/run/netns/cni-")
     assert f"{ip}/24" in cni_support.addresses_in(netns)
-    assert os.readlink(f"/proc/{pid}/ns/net") == os.readlink(f"/proc/self/ns/net") or True
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
     assert os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(netns).st_ino
     # restrict_oom_score_adj: -998 clamped to the daemon's own value
     assert _oom_score_adj(pid) == _oom_score_adj(pods.daemon.proc.pid)  # type: ignore[union-attr]
@@ -265,9 +265,10 @@ def test_run_status_list_stop_remove(pods: Pods, network: cni_support.TestNetwor
 
     containers = pods.ctr("containers", "ls")
     assert id_ in containers
-    assert "io.cri-containerd.kind=sandbox" in pods.ctr("containers", "info", id_) or json.loads(
-        pods.ctr("containers", "info", id_)
-    )["Labels"]["io.cri-containerd.kind"] == "sandbox"
+    info_ = json.loads(pods.ctr("containers", "info", id_))
+    assert info_["Labels"]["io.cri-containerd.kind"] == "sandbox"
+    assert info_["Labels"]["app"] == "web"
+    assert "io.cri-containerd.sandbox.metadata" in info_["Extensions"]
     assert id_ in _leases(pods)
 
     # list and its filters
@@ -288,7 +289,10 @@ def test_run_status_list_stop_remove(pods: Pods, network: cni_support.TestNetwor
     assert st.network.ip == ""
     assert ip not in network.allocated_ips()
     assert not os.path.exists(netns)
-    assert not os.path.exists(f"/proc/{pid}") or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    assert (
+        not os.path.exists(f"/proc/{pid}")
+        or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+    )
     assert not os.path.ismount(state / "shm")
     pods.stop(id_)
     notready = pb.PodSandboxStateValue(state=pb.SANDBOX_NOTREADY)
@@ -345,8 +349,14 @@ def test_bad_handlers_and_duplicate_names(pods: Pods, network: cni_support.TestN
     assert _code(e.value) == grpc.StatusCode.ALREADY_EXISTS
     assert "dup_default_uid-dup_0" in e.value.details()
     # another attempt is another name
-    second = pods.run(pod_config("dup", metadata=pb.PodSandboxMetadata(
-        name="dup", uid="uid-dup", namespace="default", attempt=1)))
+    second = pods.run(
+        pod_config(
+            "dup",
+            metadata=pb.PodSandboxMetadata(
+                name="dup", uid="uid-dup", namespace="default", attempt=1
+            ),
+        )
+    )
     assert {p.id for p in pods.list()} == {id_, second}
     assert len(network.allocated_ips()) == 2
     for i in (id_, second):
@@ -430,3 +440,32 @@ def test_restart_keeps_pods(pods: Pods, network: cni_support.TestNetwork) -> Non
     assert pods.list() == []
     assert network.allocated_ips() == []
     assert pods.ctr("containers", "ls").strip().count("\n") == 0
+
+
+def test_failed_run_leaves_nothing(
+    network: cni_support.TestNetwork, registry: Any, pause_ref: str
+) -> None:
+    """The pause image cannot be pulled: the error says so, and the netns, the CNI
+    attachment (IP), the sandbox record, the lease and the name are all undone."""
+    base = Path(tempfile.mkdtemp(prefix="cripod", dir="/tmp"))
+    missing = registry.ref("no-such-pause", "1")
+    p = Pods(base, _config(base, network, registry, missing))
+    netns_before = set(os.listdir("/var/run/netns")) if os.path.isdir("/var/run/netns") else set()
+    try:
+        p.start()
+        for _ in range(2):  # the name is free again after the first failure
+            with pytest.raises(grpc.RpcError) as e:
+                p.run(pod_config("unlucky"))
+            assert "no-such-pause" in e.value.details()
+            assert _code(e.value) == grpc.StatusCode.NOT_FOUND
+        assert p.list() == []
+        assert network.allocated_ips() == []
+        assert set(os.listdir("/var/run/netns")) == netns_before
+        assert p.ctr("leases", "ls").strip().count("\n") == 0
+        assert p.ctr("containers", "ls").strip().count("\n") == 0
+        sandboxes = p.daemon.root / "io.containerd.grpc.v1.cri" / "sandboxes"
+        assert not sandboxes.exists() or list(sandboxes.iterdir()) == []
+        assert network.per_container_chains() == []
+    finally:
+        p.close()
+        shutil.rmtree(base, ignore_errors=True)

@@ -21,8 +21,8 @@ def unix_nano(dt: datetime.datetime | None) -> int:
     if dt is None:
         return 0
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=datetime.timezone.utc)
-    delta = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        dt = dt.replace(tzinfo=datetime.UTC)
+    delta = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
     return (delta.days * 86400 + delta.seconds) * 10**9 + delta.microseconds * 1000
 
 

@@ -62,7 +62,7 @@ def _pb() -> Any:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -265,9 +265,10 @@ class SandboxManager:
         try:
             RuntimeResolver().resolve(shim)
         except errdefs.ContainerdError as e:
+            name = runtime_handler or self.c.config.containerd.default_runtime_name
             raise errdefs.FailedPrecondition(
-                f"runtime handler {runtime_handler or self.c.config.containerd.default_runtime_name!r}"
-                f": runtime type {handler.runtime_type!r} cannot be used: {e}"
+                f"runtime handler {name!r}: runtime type {handler.runtime_type!r} "
+                f"cannot be used: {e}"
             ) from None
         return handler
 

@@ -126,8 +126,7 @@ class Metadata:
     @property
     def host_network(self) -> bool:
         return bool(
-            self.config.linux.security_context.namespace_options.network
-            == _pb().NamespaceMode.NODE
+            self.config.linux.security_context.namespace_options.network == _pb().NamespaceMode.NODE
         )
 
 
@@ -254,4 +253,3 @@ class SandboxStore:
 
     def __len__(self) -> int:
         return len(self._sandboxes)
-

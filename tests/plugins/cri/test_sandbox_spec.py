@@ -132,7 +132,10 @@ def test_spec_errors(tmp_path: Path) -> None:
 
 def test_cgroups_path_and_oom_score_adj() -> None:
     assert cgroups_path("/kubepods", "id") == "/kubepods/id"
-    assert cgroups_path("kubepods-besteffort.slice", "id") == "kubepods-besteffort.slice:cri-containerd:id"
+    assert (
+        cgroups_path("kubepods-besteffort.slice", "id")
+        == "kubepods-besteffort.slice:cri-containerd:id"
+    )
     current = current_oom_score_adj()
     assert oom_score_adj(-998, False) == -998
     assert oom_score_adj(-998, True) == max(-998, current)

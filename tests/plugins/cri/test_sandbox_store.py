@@ -94,7 +94,7 @@ def test_metadata_round_trip() -> None:
 def test_status_conversion_and_states() -> None:
     sb = _sandbox("x" * 64)
     sb.metadata.runtime_handler = "runc"
-    sb.status.created_at = datetime.datetime(2024, 1, 2, tzinfo=datetime.timezone.utc)
+    sb.status.created_at = datetime.datetime(2024, 1, 2, tzinfo=datetime.UTC)
     st = convert.to_cri_status(sb, "10.0.0.2", ["fd00::2"])
     assert st.state == pb.SANDBOX_READY
     assert st.created_at == 1704153600 * 10**9
@@ -132,9 +132,9 @@ def test_cni_arguments_of_a_pod() -> None:
     args = convert.cni_args("sid", config)
     assert args["labels"]["K8S_POD_NAME"] == "web"
     assert args["labels"]["K8S_POD_INFRA_CONTAINER_ID"] == "sid"
-    assert [(p.host_port, p.container_port, p.protocol, p.host_ip) for p in args["port_mappings"]] == [
-        (5353, 53, "udp", "1.2.3.4")
-    ]
+    assert [
+        (p.host_port, p.container_port, p.protocol, p.host_ip) for p in args["port_mappings"]
+    ] == [(5353, 53, "udp", "1.2.3.4")]
     assert args["dns"].servers == ("10.0.0.10",)
     assert args["capabilities"] == {
         annotations.POD_ANNOTATIONS: {"a": "b"},
