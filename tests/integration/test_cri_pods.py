@@ -397,7 +397,15 @@ def test_pod_with_pyrunc_handler(pods: Pods, network: cni_support.TestNetwork) -
     status = pods.status(id_).status
     assert status.state == pb.SANDBOX_READY and status.runtime_handler == "pyrunc"
     assert ipaddress.ip_address(status.network.ip) in network.subnet
-    assert pods.info(id_)["runtimeType"] == "io.containerd.pyrunc.v2"
+    info = pods.info(id_)
+    assert info["runtimeType"] == "io.containerd.pyrunc.v2"
+    # the pause process dies on its own: the exit monitor makes the pod NOTREADY
+    os.kill(info["pid"], 9)
+    deadline = time.monotonic() + 15
+    while pods.status(id_).status.state != pb.SANDBOX_NOTREADY:
+        assert time.monotonic() < deadline, "sandbox still READY after its pause process died"
+        time.sleep(0.1)
+    assert pods.info(id_)["processStatus"] == "stopped"
     pods.stop(id_)
     pods.remove(id_)
     assert network.allocated_ips() == []
