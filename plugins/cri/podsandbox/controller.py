@@ -91,20 +91,18 @@ class PodSandbox:
     spec: dict[str, Any] | None = None
     #: True once the pause container record exists
     container: bool = False
-    exit: asyncio.Future[Exit] = attrs.Factory(
-        lambda: asyncio.get_running_loop().create_future()
-    )
+    exit: asyncio.Future[Exit] = attrs.Factory(lambda: asyncio.get_running_loop().create_future())
     monitor: asyncio.Task[Any] | None = None
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _from_ts(ts: Any) -> datetime.datetime | None:
     if ts is None or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    return ts.ToDatetime(tzinfo=datetime.timezone.utc)
+    return ts.ToDatetime(tzinfo=datetime.UTC)
 
 
 def runtime_options(handler: RuntimeHandler) -> tuple[str, bytes] | None:
@@ -185,9 +183,7 @@ class Controller:
                 ref, sandbox_config=config, runtime_handler=handler
             )
         except errdefs.ContainerdError as e:
-            raise errdefs.from_code(
-                e.code, f"failed to pull sandbox image {ref!r}: {e}"
-            ) from e
+            raise errdefs.from_code(e.code, f"failed to pull sandbox image {ref!r}: {e}") from e
         return self.images.get_image(image_id)
 
     async def _tasks_call(self, method: str, request: Any) -> Any:
@@ -295,9 +291,7 @@ class Controller:
                 sb.monitor = asyncio.get_running_loop().create_task(
                     self._monitor(sb), name=f"podsandbox exit monitor {id_[:12]}"
                 )
-                resp = await self._tasks_call(
-                    "start", tasks_pb2.StartRequest(container_id=id_)
-                )
+                resp = await self._tasks_call("start", tasks_pb2.StartRequest(container_id=id_))
         except BaseException as e:
             log.warning("failed to start sandbox %s, undoing: %s", id_, e)
             await asyncio.shield(self._undo(id_, undo))
@@ -338,9 +332,7 @@ class Controller:
         id_ = sb.id
         try:
             resp = await self._tasks_call("wait", tasks_pb2.WaitRequest(container_id=id_))
-            exit_ = Exit(
-                status=int(resp.exit_status), exited_at=_from_ts(resp.exited_at) or _now()
-            )
+            exit_ = Exit(status=int(resp.exit_status), exited_at=_from_ts(resp.exited_at) or _now())
         except asyncio.CancelledError:
             raise
         except errdefs.ContainerdError as e:

@@ -61,8 +61,8 @@ def user_string(username: str, uid: Any, gid: Any) -> str:
 
 
 def parse_numeric_user(user: str) -> tuple[int, int] | None:
-    """``uid`` or ``uid:gid`` as numbers (gid 0 when absent... as runc's default when the
-    image has no passwd entry); None when either part is a name."""
+    """``uid`` or ``uid:gid`` as numbers (gid 0 when absent); None when either part is a
+    name (resolving names needs the rootfs' /etc/passwd and /etc/group)."""
     name, _, group = user.partition(":")
     if not name.isdigit() or (group and not group.isdigit()):
         return None
@@ -149,13 +149,11 @@ def sandbox_spec(
     linux["namespaces"] = namespaces
 
     shm_source = DEV_SHM if _ns_mode(ns.ipc) == _NODE else paths.shm
-    mounts = [
-        m
-        for m in spec.get("mounts") or []
-        if m.get("destination") not in (DEV_SHM, "/run")
-    ]
+    mounts = [m for m in spec.get("mounts") or [] if m.get("destination") not in (DEV_SHM, "/run")]
     ro_bind = ["rbind", "ro", "nosuid", "nodev", "noexec"]
-    mounts.append({"destination": DEV_SHM, "type": "bind", "source": shm_source, "options": ro_bind})
+    mounts.append(
+        {"destination": DEV_SHM, "type": "bind", "source": shm_source, "options": ro_bind}
+    )
     mounts.append(
         {
             "destination": RESOLV_CONF,
