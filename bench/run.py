@@ -21,7 +21,7 @@ of them from one process), then the daemon's and every shim's VmRSS (/proc/PID/s
 
     sudo .venv/bin/python -P bench/run.py [--runs 20] [--counts 1,10,50] [--skip-memory]
                                           [--skip-latency] [--with-containerd-pyrunc]
-                                          [--json out.json]
+                                          [--also-shim LABEL=PATH] [--json out.json]
 
 Not a test: nothing here asserts a time.
 """
@@ -81,6 +81,8 @@ PYRUNC = "io.containerd.pyrunc.v2"
 SNAPSHOTTER = "overlayfs"
 POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 VENV_BIN = str(Path(sys.executable).parent)
+#: shim binaries given with --also-shim, recognised as shims by path
+EXTRA_SHIMS: set[bytes] = set()
 SEARCH_PATH = ":".join([VENV_BIN, os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin",
                         "/sbin"])
 
@@ -343,8 +345,14 @@ def _pss_kib(pid: int) -> int:
     return 0
 
 
-def shim_pids(address: str) -> list[int]:
-    """Serving shims of a daemon: a ``containerd-shim`` command line with ``-address ADDR``."""
+def _ppid(pid: int) -> int:
+    return _status_kib(pid, "PPid")
+
+
+def shim_pids(address: str, daemon_pid: int) -> list[int]:
+    """Serving shims of a daemon: a ``containerd-shim`` command line with ``-address ADDR``,
+    not a ``delete`` and not a ``start`` still running under the daemon (our shim's server is
+    forked from ``start`` and keeps its command line)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -354,18 +362,19 @@ def shim_pids(address: str) -> list[int]:
                 argv = f.read().split(b"\0")
         except OSError:
             continue
-        if not any(b"containerd-shim" in a for a in argv[:2]):
+        if not any(b"containerd-shim" in a or a in EXTRA_SHIMS for a in argv[:2]):
             continue
         args = [a.decode(errors="replace") for a in argv]
-        if "-address" in args and args[args.index("-address") + 1:][:1] == [address]:
-            if "start" in args or "delete" in args:
-                continue
-            found.append(int(entry))
+        if "-address" not in args or args[args.index("-address") + 1:][:1] != [address]:
+            continue
+        if "delete" in args or ("start" in args and _ppid(int(entry)) == daemon_pid):
+            continue
+        found.append(int(entry))
     return found
 
 
 def memory_of(daemon_pid: int, address: str) -> dict[str, float]:
-    shims = shim_pids(address)
+    shims = shim_pids(address, daemon_pid)
     return {
         "daemon_rss_kib": _status_kib(daemon_pid, "VmRSS"),
         "daemon_pss_kib": _pss_kib(daemon_pid),
@@ -441,7 +450,7 @@ def bench_memory(
                 row[f"total_{kind}_kib"] = total
                 row[f"per_container_{kind}_kib"] = (total - idle[f"daemon_{kind}_kib"]) / n
             rows.append(row)
-            print(f"  {name:<24} n={n:<3} shims={m['shims']:<3} "
+            print(f"  {name:<28} n={n:<3} shims={m['shims']:<3} "
                   f"RSS daemon {m['daemon_rss_kib'] / 1024:6.1f} MiB shims "
                   f"{m['shims_rss_kib'] / 1024:7.1f} MiB | PSS daemon "
                   f"{m['daemon_pss_kib'] / 1024:6.1f} shims {m['shims_pss_kib'] / 1024:7.1f} | "
@@ -456,7 +465,7 @@ def bench_memory(
 def _table(title: str, rows: Iterator[tuple[str, float, float]]) -> None:
     print(title)
     for name, med, ratio in rows:
-        print(f"  {name:<24} median {med:8.1f} ms   ratio {ratio:5.2f}x")
+        print(f"  {name:<28} median {med:8.1f} ms   ratio {ratio:5.2f}x")
 
 
 def main() -> int:
@@ -466,6 +475,9 @@ def main() -> int:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--with-containerd-pyrunc", action="store_true")
+    ap.add_argument("--also-shim", action="append", default=[], metavar="LABEL=PATH",
+                    help="also run pycontainerd with this shim binary (an absolute path as the "
+                    "runtime), e.g. an older build of ours for a before/after comparison")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",") if c]
@@ -491,6 +503,10 @@ def main() -> int:
         ]
         if args.with_containerd_pyrunc:
             targets.append(("containerd/pyrunc", ctd, PYRUNC))
+        for extra in args.also_shim:
+            label, _, path = extra.partition("=")
+            targets.append((f"pycontainerd/{label}", pyd, os.path.abspath(path)))
+            EXTRA_SHIMS.add(os.path.abspath(path).encode())
         print(f"load average {os.getloadavg()}, {os.cpu_count()} CPUs", flush=True)
 
         if not args.skip_latency:
@@ -504,9 +520,10 @@ def main() -> int:
             names = list(ph)
             keys = list(ph[names[0]])
             print("gRPC phases, median ms:")
-            print("  " + f"{'phase':<20}" + "".join(f"{n:>22}" for n in names))
+            w = max(len(n) for n in names) + 2
+            print("  " + f"{'phase':<20}" + "".join(f"{n:>{w}}" for n in names))
             for k in keys:
-                print("  " + f"{k:<20}" + "".join(f"{median_ms(ph[n][k]):22.1f}" for n in names))
+                print("  " + f"{k:<20}" + "".join(f"{median_ms(ph[n][k]):{w}.1f}" for n in names))
             out["phases"] = {n: {k: statistics.median(v) for k, v in p.items()}
                              for n, p in ph.items()}
             print(f"load average {os.getloadavg()}", flush=True)
