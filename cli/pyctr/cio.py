@@ -25,8 +25,9 @@ import attrs
 
 from pycontainerd.core.runtime import cio as core_cio
 
-#: How long to wait for the output streams to drain after the process has exited.
-DRAIN_TIMEOUT = 2.0
+#: How long to wait for the output streams to drain after the process has exited (normally
+#: EOF comes at once; the bound matters only when a leftover process holds a FIFO open).
+DRAIN_TIMEOUT = 10.0
 
 
 def _write_all(fd: int) -> Callable[[bytes], None]:
