@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 import attrs
 
 if TYPE_CHECKING:
-    from pycontainerd.core.remotes.docker.auth import Credentials
     from pycontainerd.core.content.descriptor import Descriptor
     from pycontainerd.core.remotes.docker import Fetcher, Pusher, Resolver
+    from pycontainerd.core.remotes.docker.auth import Credentials
 
 
 @attrs.define(eq=False, kw_only=True)
