@@ -28,7 +28,7 @@ class Service:
         if id_ not in self._seen:
             log.warning("deprecation %s: %s", id_, message)
         self._seen[id_] = Warning_(
-            id=id_, message=message, last_occurrence=dt.datetime.now(dt.timezone.utc)
+            id=id_, message=message, last_occurrence=dt.datetime.now(dt.UTC)
         )
 
     def warnings(self) -> list[Warning_]:

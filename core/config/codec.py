@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+
 from pycontainerd.core.config.errors import ConfigError
 
 TOML_KEY = "toml"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import tomli
+
 from pycontainerd.core.config import codec
 from pycontainerd.core.config.errors import ConfigError
 from pycontainerd.core.config.migrations import MAIN_MIGRATIONS

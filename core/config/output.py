@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import tomli_w
+
 from pycontainerd.core.config.codec import decode_plugin_config, encode_plugin_config
 from pycontainerd.core.config.loader import LoadedConfig, migrate
 from pycontainerd.core.config.model import CURRENT_VERSION, DEFAULT_TIMEOUTS, Config

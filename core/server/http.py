@@ -92,7 +92,7 @@ class HTTPServer:
             ).encode()
             writer.write(head + (b"" if method == "HEAD" else body))
             await writer.drain()
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
         finally:
             writer.close()

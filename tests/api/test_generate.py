@@ -4,6 +4,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+
 from pycontainerd.api import generate
 
 API_DIR = Path(generate.__file__).resolve().parent

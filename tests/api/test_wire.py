@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
+
 from pycontainerd.api.containerd.events import image_pb2 as image_events
 from pycontainerd.api.containerd.events import task_pb2 as task_events
 from pycontainerd.api.containerd.runtime.task.v3 import shim_pb2

@@ -37,7 +37,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from pycontainerd.core import errdefs, filters as filterlib
+from pycontainerd.core import errdefs
+from pycontainerd.core import filters as filterlib
 from pycontainerd.core.content import digests
 from pycontainerd.core.content.adaptors import adapt_info, adapt_status
 from pycontainerd.core.content.descriptor import Descriptor

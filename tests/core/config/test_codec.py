@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 import attrs
 import pytest
+
 from pycontainerd.core.config import ConfigError, decode_plugin_config, encode_plugin_config
 
 URI = "io.containerd.test.v1.sample"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pycontainerd.core.config import (
     CURRENT_VERSION,
     DEFAULT_ROOT,

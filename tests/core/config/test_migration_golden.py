@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 import tomli
+
 from pycontainerd.core.config import CURRENT_VERSION, dump, load, to_toml
 from pycontainerd.core.plugin.registration import Registration
 from pycontainerd.plugins.cri import config_migration

@@ -6,6 +6,7 @@ from typing import Any
 import attrs
 import pytest
 import tomli
+
 from pycontainerd.core.config import (
     CURRENT_VERSION,
     DEFAULT_ROOT,

@@ -8,12 +8,12 @@ import pytest
 from pycontainerd.core import errdefs
 from pycontainerd.core.mount import (
     Mount,
+    linux,
     mount_all,
     readonly_mounts,
     unmount_all,
     with_temp_mount,
 )
-from pycontainerd.core.mount import linux
 
 
 def test_options_split_into_flags_and_data() -> None:

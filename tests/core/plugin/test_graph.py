@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pycontainerd.core.plugin import Registration
-from pycontainerd.core.plugin import graph
+from pycontainerd.core.plugin import Registration, graph
 
 
 async def _init(ic):
