@@ -1,6 +1,7 @@
 from pycontainerd.cli.pyctr.commands import (
     containers,
     content,
+    cri,
     images,
     leases,
     namespaces,
@@ -12,4 +13,4 @@ from pycontainerd.cli.pyctr.commands import (
 )
 
 MODULES = [version, plugins, namespaces, images, content, snapshots, leases, containers, tasks,
-           run]
+           run, cri]
