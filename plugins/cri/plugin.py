@@ -51,8 +51,10 @@ async def _init(ic: InitContext) -> Any:
         server_config=ic.config,
         warnings=ic.get_single(types.WARNING),
         sandbox_controllers=controllers,
-        nri=nri,
     )
+    from pycontainerd.plugins.cri.nri import CRINRI
+
+    service.nri = CRINRI(c=service, api=nri)
     from pycontainerd.plugins.cri.sandbox.service import SandboxManager
 
     service.sandboxes = SandboxManager(c=service)
