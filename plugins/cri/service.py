@@ -43,6 +43,7 @@ class CRIService:
     #: sandboxer name -> controller (``io.containerd.sandbox.controller.v1`` and
     #: ``io.containerd.podsandbox.controller.v1`` instances)
     sandbox_controllers: dict[str, Any] = attrs.Factory(dict)
+    #: the CRI's NRI call points (``plugins.cri.nri.CRINRI``); None: no NRI
     nri: Any = None
     #: pod CIDRs kubelet handed over in UpdateRuntimeConfig
     pod_cidrs: list[str] = attrs.Factory(list)
@@ -81,6 +82,8 @@ class CRIService:
             await self.sandboxes.start()
         if self.container_manager is not None:
             await self.container_manager.startup()
+        if self.nri is not None and hasattr(self.nri, "start"):
+            await self.nri.start()
         ready()
 
     async def _follow_images(self) -> None:
@@ -105,6 +108,8 @@ class CRIService:
 
     async def close(self) -> None:
         self._closed = True
+        if self.nri is not None and hasattr(self.nri, "close"):
+            await self.nri.close()
         if self.container_manager is not None:
             await self.container_manager.close()
         if self.sandboxes is not None:
