@@ -170,6 +170,16 @@ class SandboxManager:
             )
         )
 
+    async def _nri(self, hook: str, sandbox: Sandbox) -> None:
+        """An NRI call point (``c.nri.<hook>(sandbox)``), when the CRI has NRI."""
+        fn = getattr(getattr(self.c, "nri", None), hook, None)
+        if fn is not None:
+            await fn(sandbox)
+
+    async def _nri_forget(self, sandbox: Sandbox) -> None:
+        await self._nri("cri_stop_pod_sandbox", sandbox)
+        await self._nri("cri_remove_pod_sandbox", sandbox)
+
     async def _record_update(self, sandbox_id: str, metadata: Metadata) -> None:
         with self.client.scope():
             store = self.client.require("sandbox_store")
@@ -237,6 +247,9 @@ class SandboxManager:
                 await controller.create(metadata)
                 undo.append(("sandbox", lambda: _shutdown(controller, id_)))
                 instance = await controller.start(id_)
+                sandbox.status.pid = instance.pid
+                undo.append(("nri", lambda: self._nri_forget(sandbox)))
+                await self._nri("cri_run_pod_sandbox", sandbox)
         except BaseException as e:
             log.warning("RunPodSandbox for %s failed, undoing: %s", name, e)
             await asyncio.shield(self._undo(id_, undo))
@@ -334,6 +347,7 @@ class SandboxManager:
         id_ = sandbox.id
         for hook in list(self.stop_hooks):
             await hook(sandbox)
+        await self._nri("cri_stop_pod_sandbox", sandbox)
         if sandbox.state in (State.READY, State.UNKNOWN):
             try:
                 await self.controller(sandbox.sandboxer).stop(id_)
@@ -382,6 +396,7 @@ class SandboxManager:
             await self._stop(sandbox)
             for hook in list(self.remove_hooks):
                 await hook(sandbox)
+            await self._nri("cri_remove_pod_sandbox", sandbox)
             with self.client.scope():
                 try:
                     await self.controller(sandbox.sandboxer).shutdown(sandbox.id)
