@@ -370,15 +370,12 @@ class ContainerManager:
         sn = self.client.snapshotter(snapshotter)
         if not image.chain_id:
             raise errdefs.FailedPrecondition(f"image {image.id!r} has no layers")
-        with leases.use(lease_id or None), self.client.scope():
-            try:
-                await sn.stat(image.chain_id)
-            except errdefs.NotFound:
-                raise errdefs.FailedPrecondition(
-                    f"image {config.image.image!r} is not unpacked in snapshotter "
-                    f"{snapshotter!r} of runtime handler {sb.runtime_handler or 'default'!r}"
-                ) from None
-            await sn.prepare(id_, image.chain_id)
+        with leases.use(lease_id or None):
+            await self.c.images.ensure_unpacked(
+                image, config.image.image, snapshotter, sb.runtime_handler
+            )
+            with self.client.scope():
+                await sn.prepare(id_, image.chain_id)
 
         async def remove_snapshot() -> None:
             with self.client.scope():
@@ -595,6 +592,7 @@ class ContainerManager:
             with contextlib.suppress(Exception):
                 await container.io.close()
             container.stopped.set()
+            await asyncio.shield(self._nri("stop_container", sandbox=sb, container=container))
             raise
         finally:
             container.update_in_memory(starting=False)
@@ -682,6 +680,7 @@ class ContainerManager:
             container.update_in_memory(pid=0, finished_at=exited, exit_code=code, reason=reason)
         container.stopped.set()
         self.emit(id_, container.sandbox_id, _pb().ContainerEventType.CONTAINER_STOPPED_EVENT)
+        await self._nri("stop_container", container=container)
 
     def _oom_killed_of(self, container: Container) -> bool:
         return self._oom_killed_path(self._spec_cgroup(container))
@@ -713,6 +712,7 @@ class ContainerManager:
     async def stop(self, container_id: str, timeout: float) -> None:
         container = self.store.get(container_id)
         await self._stop(container, timeout)
+        await self._nri("stop_container", container=container)
 
     async def _stop(self, container: Container, timeout: float) -> None:
         state = container.state()
@@ -733,6 +733,7 @@ class ContainerManager:
             )
             container.update_in_memory(unknown=False)
             container.stopped.set()
+            await self._nri("stop_container", container=container)
             return
         if timeout > 0:
             sig = signal_number(container.metadata.stop_signal)
@@ -970,6 +971,9 @@ class ContainerManager:
             state = container.state()
             if state not in (CREATED, RUNNING):
                 raise errdefs.FailedPrecondition(f"container {container.id!r} is in {state} state")
+            update_nri = getattr(getattr(self.c, "nri", None), "cri_update_container", None)
+            if update_nri is not None:
+                resources = await update_nri(container=container, resources=resources)
             record = await self._containers("get", container.id)
             spec = from_any(record.spec)
             old = json.dumps(spec)
@@ -1002,6 +1006,7 @@ class ContainerManager:
                 raise
             container.spec_json = spec
             await asyncio.to_thread(container.update, resources=specs.resources_to_cri(spec))
+        await self._nri("post_update_container", container=container)
 
     async def reopen_log(self, container_id: str) -> None:
         container = self.store.get(container_id)
