@@ -1,0 +1,434 @@
+"""NRI inside the CRI of the real daemon: ``[plugins."io.containerd.nri.v1.nri"]`` with its
+socket and plugin dirs under the test dir, runc, the test CNI network, busybox + pause from
+a local docker-registry, and the NRI test plugin (``tests/core/nri/nri_test_plugin.py``,
+built on :mod:`pycontainerd.core.nri.stub`) run both as an external process over the socket
+and as a pre-installed ``NN-name`` executable from ``plugin_path``.
+
+Pinned here: Synchronize lists the pods that exist when a plugin connects; adjustments of
+both plugins (env, annotations, a bind mount of a host dir, the memory limit) reach the
+running container; every lifecycle event reaches the plugins; two plugins setting the same
+field make CreateContainer fail naming both; a plugin that sleeps past
+``plugin_request_timeout`` and one that crashes are dropped, and CreateContainer still
+succeeds within the timeout."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cni as cni_support
+import grpc
+import peers
+import pytest
+from cri import CRIClient, pb
+from daemon import Daemon
+
+pytestmark = [pytest.mark.integration, pytest.mark.root]
+
+PLUGIN = Path(__file__).resolve().parents[1] / "core" / "nri" / "nri_test_plugin.py"
+MEMORY_LIMIT = 64 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def network() -> Iterator[cni_support.TestNetwork]:
+    bin_dir = cni_support.plugin_dir()
+    if bin_dir is None:
+        pytest.skip("containernetworking-plugins (bridge, host-local, loopback, portmap) missing")
+    for name in ("runc", "containerd-shim-runc-v2"):
+        peers.require_binary(name)
+    net = cni_support.TestNetwork(Path(tempfile.mkdtemp(prefix="crinri", dir="/tmp")), bin_dir)
+    net.write(net.conflist())
+    try:
+        yield net
+    finally:
+        net.cleanup()
+
+
+@pytest.fixture(scope="module")
+def images(registry: Any, pause: Any, busybox: Any) -> dict[str, str]:
+    registry.push(pause, repository="pause", tag="3.10")
+    registry.push(busybox, repository="busybox", tag="latest")
+    return {"pause": registry.ref("pause", "3.10"), "busybox": registry.ref("busybox", "latest")}
+
+
+def _events(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _wait_for(what: str, fn: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Env:
+    """A daemon with NRI configured under ``base``; ``preinstalled`` maps ``NN-name`` to the
+    plugin's settings (its config file)."""
+
+    def __init__(
+        self,
+        base: Path,
+        network: cni_support.TestNetwork,
+        registry: Any,
+        images: dict[str, str],
+        *,
+        request_timeout: str = "2s",
+        preinstalled: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        self.base = base
+        self.busybox = images["busybox"]
+        self.socket = base / "nri" / "nri.sock"
+        self.plugin_dir = base / "nri" / "plugins"
+        self.conf_dir = base / "nri" / "conf.d"
+        self.plugin_dir.mkdir(parents=True)
+        self.conf_dir.mkdir(parents=True)
+        for name, settings in (preinstalled or {}).items():
+            exe = self.plugin_dir / name
+            exe.write_text(
+                f"#!{sys.executable}\nimport runpy\n"
+                f"runpy.run_path({str(PLUGIN)!r}, run_name='__main__')\n"
+            )
+            exe.chmod(0o755)
+            (self.conf_dir / f"{name}.conf").write_text(json.dumps(settings))
+        certs = base / "certs.d" / registry.host
+        certs.mkdir(parents=True)
+        (certs / "hosts.toml").write_text(
+            f'server = "http://{registry.host}"\n'
+            f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        rt = 'plugins."io.containerd.cri.v1.runtime"'
+        config = f"""version = 4
+
+[{rt}]
+  restrict_oom_score_adj = true
+[{rt}.cni]
+  bin_dirs = ["{network.bin_dir}"]
+  conf_dir = "{network.conf_dir}"
+[{rt}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{images["pause"]}"
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{base / "certs.d"}"
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = false
+  socket_path = "{self.socket}"
+  plugin_path = "{self.plugin_dir}"
+  plugin_config_path = "{self.conf_dir}"
+  plugin_registration_timeout = "5s"
+  plugin_request_timeout = "{request_timeout}"
+"""
+        env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+        self.daemon = Daemon(base / "d", config=config, env=env)
+        self.cri: CRIClient | None = None
+        self.pods: list[str] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> Env:
+        self.daemon.start(timeout=60)
+        self.cri = CRIClient(self.daemon.address, timeout=120)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.cri.version()
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.cri.pull(self.busybox)
+        return self
+
+    @property
+    def rs(self) -> Any:
+        assert self.cri is not None
+        return self.cri.runtime
+
+    def external(
+        self, name: str, index: str, **settings: Any
+    ) -> tuple[subprocess.Popen[bytes], Path]:
+        """Start the test plugin as an external process on the socket; (process, its log)."""
+        log = self.base / f"{index}-{name}.events"
+        settings = {"name": name, "index": index, "socket": str(self.socket), "log": str(log)} | (
+            settings
+        )
+        out = open(self.base / f"{index}-{name}.out", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, str(PLUGIN), json.dumps(settings)], stdout=out, stderr=out
+        )
+        out.close()
+        self.procs.append(proc)
+        return proc, log
+
+    def pod_config(self, name: str) -> Any:
+        return pb.PodSandboxConfig(
+            metadata=pb.PodSandboxMetadata(name=name, uid=f"uid-{name}", namespace="default"),
+            hostname=f"{name}-host",
+            log_directory=str(self.base / "logs" / name),
+            labels={"app": name},
+        )
+
+    def run_pod(self, name: str) -> tuple[str, Any]:
+        config = self.pod_config(name)
+        resp = self.rs.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120)
+        self.pods.append(resp.pod_sandbox_id)
+        return str(resp.pod_sandbox_id), config
+
+    def create(self, pod: str, pod_config: Any, name: str, script: str) -> str:
+        config = pb.ContainerConfig(
+            metadata=pb.ContainerMetadata(name=name),
+            image=pb.ImageSpec(image=self.busybox),
+            command=["/bin/sh", "-c"],
+            args=[script],
+            log_path=f"{name}.log",
+        )
+        resp = self.rs.CreateContainer(
+            pb.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=pod_config),
+            timeout=120,
+        )
+        return str(resp.container_id)
+
+    def start_c(self, id_: str) -> None:
+        self.rs.StartContainer(pb.StartContainerRequest(container_id=id_), timeout=60)
+
+    def status(self, id_: str, verbose: bool = False) -> Any:
+        return self.rs.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=id_, verbose=verbose), timeout=30
+        )
+
+    def exec_sync(self, id_: str, cmd: list[str]) -> Any:
+        return self.rs.ExecSync(pb.ExecSyncRequest(container_id=id_, cmd=cmd), timeout=60)
+
+    def close(self) -> None:
+        if self.cri is not None:
+            for id_ in self.pods:
+                try:
+                    self.rs.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=id_), timeout=60)
+                    self.rs.RemovePodSandbox(
+                        pb.RemovePodSandboxRequest(pod_sandbox_id=id_), timeout=60
+                    )
+                except grpc.RpcError:
+                    pass
+            self.cri.close()
+        self.daemon.stop()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def make_env(network: Any, registry: Any, images: dict[str, str]) -> Iterator[Any]:
+    envs: list[Env] = []
+    bases: list[Path] = []
+
+    def make(**kw: Any) -> Env:
+        base = Path(tempfile.mkdtemp(prefix="crinri", dir="/tmp"))
+        bases.append(base)
+        e = Env(base, network, registry, images, **kw)
+        envs.append(e)
+        return e.start()
+
+    try:
+        yield make
+    finally:
+        for e in envs:
+            e.close()
+        if not os.environ.get("PYCONTAINERD_KEEP_TEST_DIRS"):
+            for base in bases:
+                shutil.rmtree(base, ignore_errors=True)
+
+
+def _memory_limit(env: Env, cid: str) -> int:
+    """The container's memory limit: from inside (cgroup v1 mounts its own memory cgroup),
+    else from the host path of the spec's cgroupsPath (v1 or v2)."""
+    r = env.exec_sync(cid, ["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+    if r.exit_code == 0 and r.stdout.strip().isdigit():
+        return int(r.stdout)
+    info = json.loads(env.status(cid, verbose=True).info["info"])
+    path = info["runtimeSpec"]["linux"]["cgroupsPath"]
+    for f in (
+        f"/sys/fs/cgroup/memory{path}/memory.limit_in_bytes",
+        f"/sys/fs/cgroup{path}/memory.max",
+    ):
+        if os.path.exists(f):
+            return int(Path(f).read_text())
+    raise AssertionError(f"no memory limit found for cgroup {path}")
+
+
+def test_external_and_preinstalled_plugins_sync_and_adjust_a_running_container(
+    make_env: Any,
+) -> None:
+    pre_base = Path(tempfile.mkdtemp(prefix="crinripre", dir="/tmp"))
+    pre_log = pre_base / "10-pre.events"
+    try:
+        env = make_env(
+            preinstalled={
+                "10-pre": {
+                    "log": str(pre_log),
+                    "adjust": {"env": {"PRE_NRI": "from-pre"}, "annotations": {"nri.pre/x": "1"}},
+                }
+            }
+        )
+        # the pre-installed plugin was launched with fd 3 and the NRI_* environment
+        configured = [e for e in _events(pre_log) if e["event"] == "Configure"]
+        assert configured and configured[0]["env"] == {
+            "NRI_PLUGIN_NAME": "pre",
+            "NRI_PLUGIN_IDX": "10",
+            "NRI_PLUGIN_SOCKET": "3",
+        }
+        assert [e["pods"] for e in _events(pre_log) if e["event"] == "Synchronize"] == [[]]
+
+        pod, pcfg = env.run_pod("nri")
+        assert any(e["event"] == "RunPodSandbox" and e["pod"] == pod for e in _events(pre_log))
+
+        host_dir = env.base / "shared"
+        host_dir.mkdir()
+        (host_dir / "hello.txt").write_text("hello from the host\n")
+        proc, ext_log = env.external(
+            "ext",
+            "20",
+            adjust={
+                "env": {"EXT_NRI": "from-ext"},
+                "annotations": {"nri.ext/y": "2"},
+                "mounts": [
+                    {
+                        "destination": "/nri-data",
+                        "source": str(host_dir),
+                        "type": "bind",
+                        "options": ["rbind", "ro"],
+                    }
+                ],
+                "memory_limit": MEMORY_LIMIT,
+            },
+        )
+        # started after the pod exists: Synchronize lists it
+        synced = _wait_for(
+            "the external plugin's Synchronize",
+            lambda: [e for e in _events(ext_log) if e["event"] == "Synchronize"],
+        )
+        assert synced[0]["pods"] == [pod] and synced[0]["containers"] == []
+
+        cid = env.create(pod, pcfg, "adjusted", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+        env.start_c(cid)
+        r = env.exec_sync(cid, ["env"])
+        assert r.exit_code == 0
+        lines = r.stdout.decode().splitlines()
+        assert "PRE_NRI=from-pre" in lines and "EXT_NRI=from-ext" in lines
+        r = env.exec_sync(cid, ["cat", "/nri-data/hello.txt"])
+        assert r.stdout == b"hello from the host\n"
+        assert env.exec_sync(cid, ["touch", "/nri-data/x"]).exit_code != 0  # ro
+        assert _memory_limit(env, cid) == MEMORY_LIMIT
+        spec = json.loads(env.status(cid, verbose=True).info["info"])["runtimeSpec"]
+        assert spec["annotations"]["nri.pre/x"] == "1"
+        assert spec["annotations"]["nri.ext/y"] == "2"
+        assert spec["linux"]["resources"]["memory"]["limit"] == MEMORY_LIMIT
+
+        # each plugin saw the container as the previous one left it
+        ext_create = [e for e in _events(ext_log) if e["event"] == "CreateContainer"]
+        assert ext_create[0]["container"] == cid and ext_create[0]["pod"] == pod
+        assert "PRE_NRI=from-pre" in ext_create[0]["env"]
+
+        env.rs.UpdateContainerResources(
+            pb.UpdateContainerResourcesRequest(
+                container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=512)
+            ),
+            timeout=60,
+        )
+        env.rs.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
+        env.rs.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+        env.rs.StopPodSandbox(pb.StopPodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+        env.rs.RemovePodSandbox(pb.RemovePodSandboxRequest(pod_sandbox_id=pod), timeout=60)
+
+        want = [
+            "CreateContainer",
+            "PostCreateContainer",
+            "StartContainer",
+            "PostStartContainer",
+            "UpdateContainer",
+            "PostUpdateContainer",
+            "StopContainer",
+            "RemoveContainer",
+            "StopPodSandbox",
+            "RemovePodSandbox",
+        ]
+        for log in (pre_log, ext_log):
+            got = [e["event"] for e in _events(log) if e["event"] in want]
+            assert got == want, (log.name, got)
+        assert proc.poll() is None  # still connected
+    finally:
+        shutil.rmtree(pre_base, ignore_errors=True)
+
+
+def test_two_plugins_setting_the_memory_limit_fail_create_naming_both(make_env: Any) -> None:
+    env = make_env()
+    pod, pcfg = env.run_pod("conflict")
+    logs = []
+    for name, index in (("alpha", "30"), ("beta", "40")):
+        _proc, log = env.external(name, index, adjust={"memory_limit": MEMORY_LIMIT})
+        logs.append(log)
+    for log in logs:
+        _wait_for(log.name, lambda log=log: any(e["event"] == "Synchronize" for e in _events(log)))
+    with pytest.raises(grpc.RpcError) as exc:
+        env.create(pod, pcfg, "conflicted", "sleep 100")
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = exc.value.details() or ""
+    assert '"30-alpha"' in details and '"40-beta"' in details, details
+    assert "MemLimit" in details
+    # nothing of the failed container is left
+    listed = env.rs.ListContainers(pb.ListContainersRequest(), timeout=30).containers
+    assert list(listed) == []
+
+
+def test_a_plugin_past_the_request_timeout_and_a_crashing_plugin_are_dropped(
+    make_env: Any,
+) -> None:
+    env = make_env(request_timeout="1s")
+    pod, pcfg = env.run_pod("drops")
+    t0 = time.monotonic()
+    env.create(pod, pcfg, "baseline", "sleep 100")
+    baseline = time.monotonic() - t0
+
+    slow, slow_log = env.external("slow", "30", sleep=30)
+    crash, crash_log = env.external("crash", "40", crash=True)
+    for log in (slow_log, crash_log):
+        _wait_for(log.name, lambda log=log: any(e["event"] == "Synchronize" for e in _events(log)))
+
+    t0 = time.monotonic()
+    cid = env.create(pod, pcfg, "survivor", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    took = time.monotonic() - t0
+    assert took < baseline + 1.0 + 3.0, (took, baseline)
+    assert any(e["event"] == "CreateContainer" for e in _events(slow_log))
+    assert any(e["event"] == "CreateContainer" for e in _events(crash_log))
+    assert crash.wait(10) == 3
+    env.start_c(cid)
+    assert env.status(cid).status.state == pb.CONTAINER_RUNNING
+
+    # both are gone: the next create does not wait for them
+    t0 = time.monotonic()
+    env.create(pod, pcfg, "after", "sleep 100")
+    assert time.monotonic() - t0 < baseline + 1.0, (time.monotonic() - t0, baseline)
+    assert len([e for e in _events(slow_log) if e["event"] == "CreateContainer"]) == 1
+    # the runtime closed the slow plugin's connection: it ends
+    assert slow.wait(15) is not None
