@@ -182,9 +182,13 @@ def _load(path: str, message: Any) -> Any:
 
 
 def _dict(message: Any) -> dict[str, Any]:
+    """A message as crictl prints it (jsonpb with defaults emitted)."""
     from google.protobuf import json_format
 
-    return json_format.MessageToDict(message)
+    try:
+        return json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    except TypeError:  # protobuf < 5.26
+        return json_format.MessageToDict(message, including_default_value_fields=True)
 
 
 def _json(doc: Any) -> None:
