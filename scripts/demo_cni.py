@@ -20,8 +20,10 @@ def setup(workdir: Path) -> int:
     cleanup(workdir)  # a previous run that was interrupted
     bin_dir = cni.plugin_dir()
     if bin_dir is None:
-        print("demo: containernetworking-plugins not found (bridge, host-local, portmap)",
-              file=sys.stderr)
+        print(
+            "demo: containernetworking-plugins not found (bridge, host-local, portmap)",
+            file=sys.stderr,
+        )
         return 1
     net = cni.TestNetwork(workdir, bin_dir)
     net.write(net.conflist())
@@ -42,7 +44,9 @@ def cleanup(workdir: Path) -> int:
         return 0
     state = json.loads(path.read_text())
     net = cni.TestNetwork(
-        workdir, state["bin_dir"], suffix=state["suffix"],
+        workdir,
+        state["bin_dir"],
+        suffix=state["suffix"],
         subnet=ipaddress.IPv4Network(state["subnet"]),
     )
     net._chains_before = {k: set(v) for k, v in state["chains_before"].items()}

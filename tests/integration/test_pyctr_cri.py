@@ -116,14 +116,20 @@ def test_pod_lifecycle_through_pyctr_cri(env: Env, network: cni_support.TestNetw
     }
     pod_json = env.write("pod.json", pod_doc)
     long_line = "x" * 150  # over max_container_log_line_size: split into P parts
-    ctr_json = env.write("ctr.json", {
-        "metadata": {"name": "hello"},
-        "image": {"image": BUSYBOX},
-        "command": ["sh", "-c", f"echo hello from $(hostname); echo {long_line}; echo oops >&2;"
-                    " exec sleep 3600"],
-        "logPath": "hello.log",  # JSON names work as well as proto names
-        "linux": {},
-    })
+    ctr_json = env.write(
+        "ctr.json",
+        {
+            "metadata": {"name": "hello"},
+            "image": {"image": BUSYBOX},
+            "command": [
+                "sh",
+                "-c",
+                f"echo hello from $(hostname); echo {long_line}; echo oops >&2; exec sleep 3600",
+            ],
+            "logPath": "hello.log",  # JSON names work as well as proto names
+            "linux": {},
+        },
+    )
 
     pod = env.cri("runp", pod_json).stdout.strip()
     assert len(pod) == 64
@@ -156,10 +162,23 @@ def test_pod_lifecycle_through_pyctr_cri(env: Env, network: cni_support.TestNetw
     assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
 
     # the streaming URL over a websocket: stdin in, stdout/stderr out, exit code back
-    cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", env.daemon.address,
-           "cri", "exec", "-i", cid, "sh", "-c", "tr a-z A-Z; echo e >&2; exit 4"]
-    res = subprocess.run(cmd, input="piped in\n", capture_output=True, text=True, timeout=60,
-                         env=env.daemon.env)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pycontainerd.cli.pyctr",
+        "--address",
+        env.daemon.address,
+        "cri",
+        "exec",
+        "-i",
+        cid,
+        "sh",
+        "-c",
+        "tr a-z A-Z; echo e >&2; exit 4",
+    ]
+    res = subprocess.run(
+        cmd, input="piped in\n", capture_output=True, text=True, timeout=60, env=env.daemon.env
+    )
     assert (res.returncode, res.stdout, res.stderr) == (4, "PIPED IN\n", "e\n"), res
 
     st = json.loads(env.cri("inspect", cid).stdout)

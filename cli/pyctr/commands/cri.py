@@ -90,8 +90,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     x.add_argument("ids", nargs="+", metavar="CONTAINER_ID")
     x.set_defaults(func=run_start)
     x = c.add_parser("stop", help="stop containers")
-    x.add_argument("-t", "--timeout", dest="stop_timeout", type=int, default=0,
-                   help="seconds to wait before killing (default 0)")
+    x.add_argument(
+        "-t",
+        "--timeout",
+        dest="stop_timeout",
+        type=int,
+        default=0,
+        help="seconds to wait before killing (default 0)",
+    )
     x.add_argument("ids", nargs="+", metavar="CONTAINER_ID")
     x.set_defaults(func=run_stop)
     x = c.add_parser("rm", help="remove containers")
@@ -111,8 +117,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     x.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     x.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     x.add_argument("-s", "--sync", action="store_true", help="ExecSync even with -i/-t")
-    x.add_argument("--timeout", dest="exec_timeout", type=int, default=0,
-                   help="ExecSync timeout in seconds (0: none)")
+    x.add_argument(
+        "--timeout",
+        dest="exec_timeout",
+        type=int,
+        default=0,
+        help="ExecSync timeout in seconds (0: none)",
+    )
     x.add_argument("id", metavar="CONTAINER_ID")
     x.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD")
     x.set_defaults(func=run_exec)
@@ -271,9 +282,11 @@ def run_images(args: argparse.Namespace) -> int:
         if args.quiet:
             print(img.id)
             continue
-        tags = list(img.repo_tags) or [
-            d.rsplit("@", 1)[0] + ":<none>" for d in img.repo_digests[:1]
-        ] or ["<none>:<none>"]
+        tags = (
+            list(img.repo_tags)
+            or [d.rsplit("@", 1)[0] + ":<none>" for d in img.repo_digests[:1]]
+            or ["<none>:<none>"]
+        )
         for tag in tags:
             repo, _, t = tag.rpartition(":")
             if "/" in t:  # a port, no tag
@@ -307,8 +320,10 @@ def run_inspecti(args: argparse.Namespace) -> int:
 
     with _CRI(args) as c:
         for ref in args.images:
-            st = c(c.images.ImageStatus,
-                   c.pb.ImageStatusRequest(image=c.pb.ImageSpec(image=ref), verbose=True))
+            st = c(
+                c.images.ImageStatus,
+                c.pb.ImageStatusRequest(image=c.pb.ImageSpec(image=ref), verbose=True),
+            )
             if not st.HasField("image"):
                 raise errdefs.NotFound(f"no such image {ref!r} present")
             _json({"status": _dict(st.image), **_info(st.info)})
@@ -333,7 +348,8 @@ def run_pods(args: argparse.Namespace) -> int:
             req.filter.label_selector[k] = v
         items = list(c(c.rs.ListPodSandbox, req).items)
     items = [
-        i for i in items
+        i
+        for i in items
         if args.name in i.metadata.name
         and (not args.pod_namespace or i.metadata.namespace == args.pod_namespace)
     ]
@@ -348,9 +364,18 @@ def run_pods(args: argparse.Namespace) -> int:
     state = {0: "Ready", 1: "NotReady"}
     print_table(
         ["POD ID", "CREATED", "STATE", "NAME", "NAMESPACE", "ATTEMPT", "RUNTIME"],
-        [[_id(i.id, args.no_trunc), _ago(i.created_at), state.get(i.state, "Unknown"),
-          i.metadata.name, i.metadata.namespace, str(i.metadata.attempt),
-          i.runtime_handler or "(default)"] for i in items],
+        [
+            [
+                _id(i.id, args.no_trunc),
+                _ago(i.created_at),
+                state.get(i.state, "Unknown"),
+                i.metadata.name,
+                i.metadata.namespace,
+                str(i.metadata.attempt),
+                i.runtime_handler or "(default)",
+            ]
+            for i in items
+        ],
     )
     return 0
 
@@ -358,8 +383,10 @@ def run_pods(args: argparse.Namespace) -> int:
 def run_runp(args: argparse.Namespace) -> int:
     with _CRI(args) as c:
         config = _load(args.config, c.pb.PodSandboxConfig())
-        resp = c(c.rs.RunPodSandbox,
-                 c.pb.RunPodSandboxRequest(config=config, runtime_handler=args.runtime))
+        resp = c(
+            c.rs.RunPodSandbox,
+            c.pb.RunPodSandboxRequest(config=config, runtime_handler=args.runtime),
+        )
     print(resp.pod_sandbox_id)
     return 0
 
@@ -383,8 +410,10 @@ def run_rmp(args: argparse.Namespace) -> int:
 def run_inspectp(args: argparse.Namespace) -> int:
     with _CRI(args) as c:
         for pod in args.ids:
-            st = c(c.rs.PodSandboxStatus,
-                   c.pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True))
+            st = c(
+                c.rs.PodSandboxStatus,
+                c.pb.PodSandboxStatusRequest(pod_sandbox_id=pod, verbose=True),
+            )
             _json({"status": _dict(st.status), **_info(st.info)})
     return 0
 
@@ -412,8 +441,9 @@ def run_ps(args: argparse.Namespace) -> int:
         for k, v in _labels(args.label).items():
             req.filter.label_selector[k] = v
         items = [i for i in c(c.rs.ListContainers, req).containers if args.name in i.metadata.name]
-        pods = {p.id: p.metadata.name
-                for p in c(c.rs.ListPodSandbox, pb.ListPodSandboxRequest()).items}
+        pods = {
+            p.id: p.metadata.name for p in c(c.rs.ListPodSandbox, pb.ListPodSandboxRequest()).items
+        }
     items.sort(key=lambda i: i.created_at, reverse=True)
     if args.output == "json":
         _json({"containers": [_dict(i) for i in items]})
@@ -427,12 +457,21 @@ def run_ps(args: argparse.Namespace) -> int:
         image = i.image_ref or i.image.image
         if not args.no_trunc:
             image = image.removeprefix("sha256:")[:TRUNC] if image.startswith("sha256:") else image
-        rows.append([_id(i.id, args.no_trunc), image, _ago(i.created_at),
-                     _CTR_STATES.get(i.state, "Unknown"), i.metadata.name,
-                     str(i.metadata.attempt), _id(i.pod_sandbox_id, args.no_trunc),
-                     pods.get(i.pod_sandbox_id, "unknown")])
-    print_table(["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD ID", "POD"],
-                rows)
+        rows.append(
+            [
+                _id(i.id, args.no_trunc),
+                image,
+                _ago(i.created_at),
+                _CTR_STATES.get(i.state, "Unknown"),
+                i.metadata.name,
+                str(i.metadata.attempt),
+                _id(i.pod_sandbox_id, args.no_trunc),
+                pods.get(i.pod_sandbox_id, "unknown"),
+            ]
+        )
+    print_table(
+        ["CONTAINER", "IMAGE", "CREATED", "STATE", "NAME", "ATTEMPT", "POD ID", "POD"], rows
+    )
     return 0
 
 
@@ -442,10 +481,18 @@ def run_create(args: argparse.Namespace) -> int:
         config = _load(args.config, pb.ContainerConfig())
         pod_config = _load(args.pod_config, pb.PodSandboxConfig())
         if args.with_pull:
-            c(c.images.PullImage, pb.PullImageRequest(
-                image=pb.ImageSpec(image=config.image.image), sandbox_config=pod_config))
-        resp = c(c.rs.CreateContainer, pb.CreateContainerRequest(
-            pod_sandbox_id=args.pod, config=config, sandbox_config=pod_config))
+            c(
+                c.images.PullImage,
+                pb.PullImageRequest(
+                    image=pb.ImageSpec(image=config.image.image), sandbox_config=pod_config
+                ),
+            )
+        resp = c(
+            c.rs.CreateContainer,
+            pb.CreateContainerRequest(
+                pod_sandbox_id=args.pod, config=config, sandbox_config=pod_config
+            ),
+        )
     print(resp.container_id)
     return 0
 
@@ -461,8 +508,10 @@ def run_start(args: argparse.Namespace) -> int:
 def run_stop(args: argparse.Namespace) -> int:
     with _CRI(args) as c:
         for cid in args.ids:
-            c(c.rs.StopContainer,
-              c.pb.StopContainerRequest(container_id=cid, timeout=args.stop_timeout))
+            c(
+                c.rs.StopContainer,
+                c.pb.StopContainerRequest(container_id=cid, timeout=args.stop_timeout),
+            )
             print(cid)
     return 0
 
@@ -480,8 +529,9 @@ def run_rm(args: argparse.Namespace) -> int:
 def run_inspect(args: argparse.Namespace) -> int:
     with _CRI(args) as c:
         for cid in args.ids:
-            st = c(c.rs.ContainerStatus,
-                   c.pb.ContainerStatusRequest(container_id=cid, verbose=True))
+            st = c(
+                c.rs.ContainerStatus, c.pb.ContainerStatusRequest(container_id=cid, verbose=True)
+            )
             _json({"status": _dict(st.status), **_info(st.info)})
     return 0
 
@@ -542,7 +592,7 @@ def run_logs(args: argparse.Namespace) -> int:
                 f.seek(-len(pending), os.SEEK_CUR)
             records = parse_log_lines(lines, args.timestamps)
             if args.tail >= 0:
-                records = records[len(records) - args.tail:] if args.tail else []
+                records = records[len(records) - args.tail :] if args.tail else []
             emit(records)
             while args.follow:
                 line = f.readline()
@@ -550,8 +600,9 @@ def run_logs(args: argparse.Namespace) -> int:
                     emit(parse_log_lines([line], args.timestamps))
                     continue
                 f.seek(-len(line), os.SEEK_CUR)
-                state = c(c.rs.ContainerStatus,
-                          c.pb.ContainerStatusRequest(container_id=args.id)).status.state
+                state = c(
+                    c.rs.ContainerStatus, c.pb.ContainerStatusRequest(container_id=args.id)
+                ).status.state
                 if state != c.pb.CONTAINER_RUNNING:
                     emit(parse_log_lines(f.readlines(), args.timestamps))
                     break
@@ -574,17 +625,27 @@ def run_exec(args: argparse.Namespace) -> int:
         pb = c.pb
         if args.sync or not (args.interactive or args.tty):
             timeout = args.exec_timeout
-            resp = c(c.rs.ExecSync,
-                     pb.ExecSyncRequest(container_id=args.id, cmd=cmd, timeout=timeout),
-                     timeout=(timeout + 30) if timeout else None)
+            resp = c(
+                c.rs.ExecSync,
+                pb.ExecSyncRequest(container_id=args.id, cmd=cmd, timeout=timeout),
+                timeout=(timeout + 30) if timeout else None,
+            )
             sys.stdout.buffer.write(resp.stdout)
             sys.stdout.flush()
             sys.stderr.buffer.write(resp.stderr)
             sys.stderr.flush()
             return int(resp.exit_code)
-        url = c(c.rs.Exec, pb.ExecRequest(
-            container_id=args.id, cmd=cmd, tty=args.tty, stdin=args.interactive,
-            stdout=True, stderr=not args.tty)).url
+        url = c(
+            c.rs.Exec,
+            pb.ExecRequest(
+                container_id=args.id,
+                cmd=cmd,
+                tty=args.tty,
+                stdin=args.interactive,
+                stdout=True,
+                stderr=not args.tty,
+            ),
+        ).url
     import asyncio
 
     return asyncio.run(_stream_exec(url, stdin=args.interactive, tty=args.tty))
@@ -610,9 +671,9 @@ def exit_code_of(status: dict[str, Any]) -> tuple[int, str]:
 
 def _ws_url(url: str) -> str:
     if url.startswith("http://"):
-        return "ws://" + url[len("http://"):]
+        return "ws://" + url[len("http://") :]
     if url.startswith("https://"):
-        return "wss://" + url[len("https://"):]
+        return "wss://" + url[len("https://") :]
     return url
 
 
@@ -631,9 +692,10 @@ async def _stream_exec(url: str, *, stdin: bool, tty: bool) -> int:
     status: dict[str, Any] = {}
     raw = RawTerminal.enter(0) if tty and stdin else None
     try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(
-            _ws_url(url), protocols=list(PROTOCOLS)
-        ) as ws:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.ws_connect(_ws_url(url), protocols=list(PROTOCOLS)) as ws,
+        ):
             v5 = ws.protocol == "v5.channel.k8s.io"
 
             async def resize() -> None:
@@ -650,6 +712,7 @@ async def _stream_exec(url: str, *, stdin: bool, tty: bool) -> int:
                     lambda: pending.add(asyncio.ensure_future(resize())),
                 )
             if stdin:
+
                 def pump() -> None:
                     while True:
                         try:
@@ -668,8 +731,11 @@ async def _stream_exec(url: str, *, stdin: bool, tty: bool) -> int:
 
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
-                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                    aiohttp.WSMsgType.ERROR):
+                    if msg.type in (
+                        aiohttp.WSMsgType.CLOSE,
+                        aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.ERROR,
+                    ):
                         break
                     continue
                 if not msg.data:
@@ -701,7 +767,7 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except BlockingIOError:
             import select
 
@@ -748,8 +814,10 @@ async def _forward(c: _CRI, pod: str, pairs: list[tuple[int, int]]) -> None:
 
     servers = []
     for local, remote in pairs:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                         remote: int = remote) -> None:
+
+        async def handle(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter, remote: int = remote
+        ) -> None:
             try:
                 await _forward_one(c, pod, remote, reader, writer)
             finally:
@@ -770,9 +838,10 @@ async def _forward_one(c: _CRI, pod: str, remote: int, reader: Any, writer: Any)
 
     req = c.pb.PortForwardRequest(pod_sandbox_id=pod, port=[remote])
     url = (await asyncio.to_thread(c, c.rs.PortForward, req)).url
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-        f"{_ws_url(url)}?ports={remote}", protocols=["v4.channel.k8s.io"]
-    ) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(f"{_ws_url(url)}?ports={remote}", protocols=["v4.channel.k8s.io"]) as ws,
+    ):
         announced = {0: False, 1: False}
 
         async def upstream() -> None:
@@ -796,7 +865,9 @@ async def _forward_one(c: _CRI, pod: str, remote: int, reader: Any, writer: Any)
                     writer.write(data)
                     await writer.drain()
                 elif ch == 1 and data:
-                    print(f"pyctr: port-forward {remote}: {data.decode(errors='replace')}",
-                          file=sys.stderr)
+                    print(
+                        f"pyctr: port-forward {remote}: {data.decode(errors='replace')}",
+                        file=sys.stderr,
+                    )
         finally:
             up.cancel()
