@@ -52,29 +52,43 @@ def _status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Sets namespace/lease context; maps raised errors to gRPC codes; counts calls."""
+    """Sets namespace/lease context; maps raised errors to gRPC codes; counts calls.
+
+    The wrapped handler of each method is built once and cached: per call it only reads the
+    two headers from the call's metadata."""
 
     def __init__(self, stats: CallStats | None = None) -> None:
         self.stats = stats or CallStats()
+        self._handlers: dict[str, Any] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Any],
         details: grpc.HandlerCallDetails,
     ) -> Any:
+        wrapped = self._handlers.get(details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(details)
         if handler is None:
             return None
-        md = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
-        ns = md.get(namespaces.GRPC_HEADER)
-        lease = md.get(LEASE_HEADER)
-        method = details.method
+        wrapped = self._wrap(details.method, handler)
+        self._handlers[details.method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Any:
         stats = self.stats
-        lease_var = _lease_context() if lease else None
 
         @contextlib.contextmanager
-        def scope() -> Any:
-            t_ns = namespaces.set_current(ns)
+        def scope(context: grpc.aio.ServicerContext) -> Any:
+            ns = lease = None
+            for k, v in context.invocation_metadata() or ():
+                if k == namespaces.GRPC_HEADER:
+                    ns = v
+                elif k == LEASE_HEADER:
+                    lease = v
+            t_ns = namespaces.set_current(ns if isinstance(ns, str) else None)
+            lease_var = _lease_context() if isinstance(lease, str) else None
             t_lease = lease_var.set(lease) if lease_var is not None else None
             try:
                 yield
@@ -97,7 +111,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
                 t0 = time.monotonic()
-                with scope():
+                with scope(context):
                     try:
                         resp = await inner(request, context)
                     except grpc.aio.AbortError:
@@ -114,7 +128,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 
             async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
                 t0 = time.monotonic()
-                with scope():
+                with scope(context):
                     try:
                         async for item in inner(request, context):
                             yield item
