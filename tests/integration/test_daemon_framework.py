@@ -185,6 +185,11 @@ def test_duplicate_uri_from_two_entry_points_names_both(tmp_path):
 def test_sigterm_stops_gracefully_and_removes_the_socket(tmp_path):
     d = Daemon(tmp_path / "d").start()
     assert os.path.exists(d.address)
+    import stat
+
+    st = os.stat(d.address)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+    assert stat.S_IMODE(os.stat(d.address + ".ttrpc").st_mode) == 0o660
     assert d.stop() == 0
     assert not os.path.exists(d.address)
     log = d.log()
