@@ -90,6 +90,7 @@ class Env:
         images: dict[str, str],
         *,
         request_timeout: str = "2s",
+        disable: bool = False,
         preinstalled: dict[str, dict[str, Any]] | None = None,
     ) -> None:
         self.base = base
@@ -132,7 +133,7 @@ class Env:
   config_path = "{base / "certs.d"}"
 
 [plugins."io.containerd.nri.v1.nri"]
-  disable = false
+  disable = {str(disable).lower()}
   socket_path = "{self.socket}"
   plugin_path = "{self.plugin_dir}"
   plugin_config_path = "{self.conf_dir}"
@@ -432,3 +433,18 @@ def test_a_plugin_past_the_request_timeout_and_a_crashing_plugin_are_dropped(
     assert len([e for e in _events(slow_log) if e["event"] == "CreateContainer"]) == 1
     # the runtime closed the slow plugin's connection: it ends
     assert slow.wait(15) is not None
+
+
+def test_with_nri_disabled_pods_and_containers_work_and_nothing_listens(make_env: Any) -> None:
+    env = make_env(
+        disable=True,
+        preinstalled={"10-pre": {"adjust": {"env": {"PRE_NRI": "from-pre"}}}},
+    )
+    pod, pcfg = env.run_pod("plain")
+    cid = env.create(pod, pcfg, "plain", "trap 'exit 0' TERM; while :; do sleep 0.1; done")
+    env.start_c(cid)
+    r = env.exec_sync(cid, ["env"])
+    assert r.exit_code == 0 and b"PRE_NRI" not in r.stdout
+    assert not env.socket.exists()
+    env.rs.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
+    env.rs.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
