@@ -267,6 +267,11 @@ class NRI:
     async def _listen(self) -> None:
         path = self.config.socket_path
         os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+        if os.path.exists(path) and await _answers(path):
+            # another runtime (or another pycontainerd) serves NRI here: never steal it
+            raise errdefs.FailedPrecondition(
+                f"nri: socket {path} is in use by another runtime; set socket_path"
+            )
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         self._server = await asyncio.start_unix_server(self._accept, path=path)
@@ -549,3 +554,15 @@ async def _forward_output(name: str, stream: asyncio.StreamReader) -> None:
         if not line:
             return
         log.info("nri plugin %s: %s", name, line.decode(errors="replace").rstrip())
+
+
+async def _answers(path: str) -> bool:
+    """Whether something accepts connections on the unix socket ``path``."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
+    except (OSError, asyncio.TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return True

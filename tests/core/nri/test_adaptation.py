@@ -411,3 +411,17 @@ async def test_older_plugins_get_state_change_for_events_they_lack(paths, make_n
         await trunk.close()
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
+
+
+async def test_a_socket_in_use_by_another_runtime_is_never_taken_over(paths, make_nri):
+    """A second runtime on the same NRI socket path fails to start NRI instead of unlinking
+    the first one's live socket (a real containerd's NRI must survive us)."""
+    from pycontainerd.core import errdefs
+
+    first = await make_nri()
+    with pytest.raises(errdefs.FailedPrecondition, match="in use by another runtime"):
+        await make_nri()
+    # the first runtime's socket still answers
+    _, writer = await asyncio.open_unix_connection(str(paths.socket))
+    writer.close()
+    assert first is not None
