@@ -133,9 +133,21 @@ class CRIService:
         return self.handler_features
 
     async def network_status(self) -> NetworkStatus:
-        """Whether the default CNI network is configured (a conflist in ``cni.conf_dir``).
-        The CNI code replaces this with its network plugin's status."""
+        """Whether the default CNI network is ready: the status of the pod sandbox code's
+        own CNI instance (the one RunPodSandbox uses, reloaded when its conf dir changed),
+        else whether a conflist is in ``cni.conf_dir``."""
         from pycontainerd.core.cni.config import load_conf_dir
+
+        if self.sandboxes is not None:
+            net = self.sandboxes.network_plugin("")
+            await asyncio.to_thread(net.reload_if_changed)
+            try:
+                net.status()
+            except errdefs.FailedPrecondition as e:
+                return NetworkStatus(ready=False, message=str(e))
+            return NetworkStatus(
+                ready=True, networks=[n.config for n in net.networks if n.config.source]
+            )
 
         cni = self.config.cni
         try:

@@ -502,7 +502,7 @@ def _assert_nothing_left(
         assert not any(i in keys for i in ids), keys
     assert k.rs.ListPodSandbox(pb.ListPodSandboxRequest()).items == []
     assert k.rs.ListContainers(pb.ListContainersRequest()).containers == []
-    assert network.per_container_chains() == []
+    assert network.leftover_rules() == []  # CNI-* chains: other sessions make them too
 
 
 def test_bad_inputs_get_their_codes_and_leave_nothing(
@@ -562,3 +562,161 @@ def test_bad_inputs_get_their_codes_and_leave_nothing(
     k.stop_remove_pod(pod)
     k.pods.remove(pod)
     _assert_nothing_left(k, network, [pod, first, ok], netns, ip)
+
+
+# --- stats, resources, logs -----------------------------------------------------------------
+
+
+def _poll(fn: Any, timeout: float = 15, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def test_stats_update_resources_and_reopen_log(
+    kubelet: Kubelet, network: cni_support.TestNetwork, refs: dict[str, str]
+) -> None:
+    k = kubelet
+    k.cri.pull(refs["busybox"])
+    pcfg = k.pod_config("stats")
+    pod = k.run_pod(pcfg)
+    cid = k.create(
+        pod,
+        pcfg,
+        "worker",
+        [
+            "i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done; "
+            "x=$(head -c 30000000 /dev/zero | tr '\\0' a); "
+            "head -c 2000000 /dev/zero > /tmp/blob; "
+            "while true; do echo tick; sleep 0.2; done"
+        ],
+    )
+    k.start_c(cid)
+    k.wait_state(cid, pb.CONTAINER_RUNNING)
+    log_path = Path(k.status(cid).status.log_path)
+    assert _poll(lambda: log_path.exists() and "tick" in log_path.read_text())
+
+    # ContainerStats: cgroup v1 through the task's Metrics, writable layer from the snapshot
+    def container_stats() -> Any:
+        st = k.rs.ContainerStats(pb.ContainerStatsRequest(container_id=cid), timeout=30).stats
+        return st if st.writable_layer.used_bytes.value >= 2_000_000 else None
+
+    st = _poll(container_stats)
+    assert st is not None, "writable layer usage never reached the 2 MB written"
+    assert st.attributes.id == cid and st.attributes.metadata.name == "worker"
+    assert st.cpu.usage_core_nano_seconds.value > 0 and st.cpu.timestamp > 0
+    assert st.memory.working_set_bytes.value > 20_000_000, st.memory
+    listed = k.rs.ListContainerStats(
+        pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=pod)),
+        timeout=30,
+    ).stats
+    assert [s.attributes.id for s in listed] == [cid]
+
+    # PodSandboxStats: the pod's cgroup (its parent), its network, its containers
+    ps = k.rs.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id=pod), timeout=30).stats
+    assert ps.attributes.id == pod and ps.attributes.labels["app"] == "stats"
+    assert ps.linux.cpu.usage_core_nano_seconds.value >= st.cpu.usage_core_nano_seconds.value
+    assert ps.linux.memory.working_set_bytes.value > 20_000_000
+    assert ps.linux.process.process_count.value >= 3  # pause, sh, sleep
+    assert ps.linux.network.default_interface.name == "eth0"
+    assert [c.attributes.id for c in ps.linux.containers] == [cid]
+    listed = k.rs.ListPodSandboxStats(
+        pb.ListPodSandboxStatsRequest(
+            filter=pb.PodSandboxStatsFilter(label_selector={"app": "stats"})
+        ),
+        timeout=30,
+    ).stats
+    assert [s.attributes.id for s in listed] == [pod]
+    with pytest.raises(grpc.RpcError) as e:
+        k.rs.PodSandboxStats(pb.PodSandboxStatsRequest(pod_sandbox_id="f" * 64), timeout=30)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+    # UpdateContainerResources: the new memory limit is in the container's cgroup
+    limit = 96 * 1024 * 1024
+    k.rs.UpdateContainerResources(
+        pb.UpdateContainerResourcesRequest(
+            container_id=cid,
+            linux=pb.LinuxContainerResources(memory_limit_in_bytes=limit, cpu_shares=512),
+        ),
+        timeout=30,
+    )
+    cg = MEMORY_CGROUP / k.cgroup_parent.lstrip("/") / cid
+    assert int((cg / "memory.limit_in_bytes").read_text()) == limit
+    cpu_cg = Path("/sys/fs/cgroup/cpu") / k.cgroup_parent.lstrip("/") / cid
+    assert int((cpu_cg / "cpu.shares").read_text()) == 512
+    res = k.status(cid).status.resources.linux
+    assert res.memory_limit_in_bytes == limit and res.cpu_shares == 512
+
+    # ReopenContainerLog: the rotated file keeps what was written, new lines go to a new file
+    rotated = log_path.with_name(log_path.name + ".1")
+    log_path.rename(rotated)
+    k.rs.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid), timeout=30)
+    assert _poll(lambda: log_path.exists() and "tick" in log_path.read_text())
+    assert all(r == ("stdout", "F", "tick") for r in _log_records(log_path))
+    before = rotated.stat().st_size
+    time.sleep(0.6)
+    assert rotated.stat().st_size == before  # nothing goes to the moved file any more
+
+    k.rs.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
+    with pytest.raises(grpc.RpcError) as e:
+        k.rs.ReopenContainerLog(pb.ReopenContainerLogRequest(container_id=cid), timeout=30)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    k.rs.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    k.stop_remove_pod(pod)
+    k.pods.remove(pod)
+    assert _pod_cgroups(k.cgroup_parent) == []
+
+
+def test_status_network_ready_follows_the_cri_cni(
+    kubelet: Kubelet, network: cni_support.TestNetwork
+) -> None:
+    k = kubelet
+
+    def network_ready() -> Any:
+        conds = k.cri.status().status.conditions
+        return next(c for c in conds if c.type == "NetworkReady")
+
+    assert network_ready().status is True
+    info = json.loads(k.cri.status(verbose=True).info["cniconfig"])
+    assert [n["name"] for n in info["Networks"]] == [network.name]
+
+
+# --- an image pulled for one snapshotter, used by a handler with another --------------------
+
+
+def test_image_unpacked_on_demand_into_the_handlers_snapshotter(
+    kubelet: Kubelet, network: cni_support.TestNetwork, refs: dict[str, str]
+) -> None:
+    k = kubelet
+    busybox_id = k.cri.pull(refs["busybox"])  # default handler: overlayfs
+    k.cri.pull(refs["pause"])
+    assert k.ctr("snapshots", "--snapshotter", "native", "ls").strip().splitlines()[1:] == []
+
+    pcfg = k.pod_config("native")
+    pod = k.run_pod(pcfg, handler="nativerunc")  # pause unpacked into native now
+    cid = k.create(pod, pcfg, "c", ["echo from native; sleep 1000"])  # busybox too
+    k.start_c(cid)
+    k.wait_state(cid, pb.CONTAINER_RUNNING)
+    assert k.exec_sync(cid, ["cat", "/proc/self/mountinfo"]).exit_code == 0
+    info = json.loads(
+        k.rs.ContainerStatus(
+            pb.ContainerStatusRequest(container_id=cid, verbose=True), timeout=30
+        ).info["info"]
+    )
+    assert info["snapshotter"] == "native"
+    native = k.ctr("snapshots", "--snapshotter", "native", "ls")
+    assert cid in native and pod in native
+    committed = [ln for ln in native.splitlines() if "Committed" in ln]
+    assert len(committed) >= 2  # busybox's and pause's chains
+    # the image records say where the image is unpacked: the snapshots live on with them
+    k.rs.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=1), timeout=60)
+    k.rs.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    k.stop_remove_pod(pod)
+    k.pods.remove(pod)
+    _assert_nothing_left(k, network, [pod, cid], "", "")
+    assert k.cri.image_status(busybox_id).image.id == busybox_id
+    native = k.ctr("snapshots", "--snapshotter", "native", "ls")
+    assert len([ln for ln in native.splitlines() if "Committed" in ln]) == len(committed)

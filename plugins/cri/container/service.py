@@ -370,15 +370,12 @@ class ContainerManager:
         sn = self.client.snapshotter(snapshotter)
         if not image.chain_id:
             raise errdefs.FailedPrecondition(f"image {image.id!r} has no layers")
-        with leases.use(lease_id or None), self.client.scope():
-            try:
-                await sn.stat(image.chain_id)
-            except errdefs.NotFound:
-                raise errdefs.FailedPrecondition(
-                    f"image {config.image.image!r} is not unpacked in snapshotter "
-                    f"{snapshotter!r} of runtime handler {sb.runtime_handler or 'default'!r}"
-                ) from None
-            await sn.prepare(id_, image.chain_id)
+        with leases.use(lease_id or None):
+            await self.c.images.ensure_unpacked(
+                image, config.image.image, snapshotter, sb.runtime_handler
+            )
+            with self.client.scope():
+                await sn.prepare(id_, image.chain_id)
 
         async def remove_snapshot() -> None:
             with self.client.scope():
@@ -1250,8 +1247,8 @@ class ContainerManager:
                 st.memory.working_set_bytes.value = working
                 st.memory.usage_bytes.value = int(mem.usage.usage)
                 st.memory.rss_bytes.value = int(mem.total_rss)
-                st.memory.page_faults.value = int(mem.total_pgfault)
-                st.memory.major_page_faults.value = int(mem.total_pgmajfault)
+                st.memory.page_faults.value = int(mem.total_pg_fault)
+                st.memory.major_page_faults.value = int(mem.total_pg_maj_fault)
                 st.memory.available_bytes.value = max(0, int(mem.usage.limit) - working)
             out.append(st)
         return out

@@ -129,6 +129,60 @@ class CRIImageService:
             snapshotter=snapshotter or self.config.snapshotter, platform=platforms.default_spec()
         )
 
+    async def ensure_unpacked(self, image: Image, ref: str, snapshotter: str, handler: str) -> None:
+        """Make sure ``image`` (named ``ref`` by the caller) is unpacked in ``snapshotter``,
+        the snapshotter of runtime handler ``handler``: an image pulled for another
+        handler's snapshotter is unpacked here on demand (in the caller's lease). When that
+        fails, FailedPrecondition names the image, the handler and both snapshotters."""
+        if not image.chain_id:
+            raise errdefs.FailedPrecondition(f"image {ref!r} has no layers")
+        sn = self.client.snapshotter(snapshotter)
+        with self.client.scope():
+            try:
+                await sn.stat(image.chain_id)
+                return
+            except errdefs.NotFound:
+                pass
+        from pycontainerd.core.unpack.unpacker import unpack
+
+        try:
+            with self.client.scope():
+                record = await self.client.get_image(image.id)
+                result = await unpack(
+                    self.client.content,
+                    sn,
+                    snapshotter,
+                    self.client.require("diff"),
+                    record.target,
+                    platform=platforms.default(),
+                )
+        except errdefs.ContainerdError as e:
+            found = await self._unpacked_in(image)
+            raise errdefs.FailedPrecondition(
+                f"image {ref!r} is unpacked in snapshotter {', '.join(found) or 'none'!s} but "
+                f"runtime handler {handler or 'default'!r} uses snapshotter {snapshotter!r}, "
+                f"and unpacking it there failed: {e}"
+            ) from e
+        log.info(
+            "cri: unpacked image %s into snapshotter %s for runtime handler %s on demand "
+            "(%d layers applied)",
+            image.id,
+            snapshotter,
+            handler or "default",
+            result.applied,
+        )
+
+    async def _unpacked_in(self, image: Image) -> list[str]:
+        out = []
+        for name, sn in sorted(self.client.snapshotters.items()):
+            with self.client.scope():
+                try:
+                    await sn.stat(image.chain_id)
+                except errdefs.ContainerdError:
+                    continue
+            out.append(name)
+        return out
+
     # --- load and update ---------------------------------------------------------------
 
     async def check_images(self) -> None:

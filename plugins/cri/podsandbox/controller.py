@@ -243,13 +243,7 @@ class Controller:
                 sn = self.client.snapshotter(snapshotter)
                 if not image.chain_id:
                     raise errdefs.FailedPrecondition(f"sandbox image {ref!r} has no layers")
-                try:
-                    await sn.stat(image.chain_id)
-                except errdefs.NotFound:
-                    raise errdefs.FailedPrecondition(
-                        f"sandbox image {ref!r} is not unpacked in snapshotter {snapshotter!r} "
-                        f"of runtime handler {handler_name or 'default'!r}"
-                    ) from None
+                await self.images.ensure_unpacked(image, ref, snapshotter, handler_name)
                 await sn.prepare(id_, image.chain_id)
                 undo.append(("snapshot", lambda: sn.remove(id_)))
 

@@ -58,3 +58,26 @@ async def list_pod_sandbox(c: Any, request: Any, context: Any) -> Any:
 async def get_container_events(c: Any, request: Any, context: Any) -> AsyncIterator[Any]:
     async for event in (await _manager(c)).events.subscribe():
         yield event
+
+
+async def pod_sandbox_stats(c: Any, request: Any, context: Any) -> Any:
+    from pycontainerd.plugins.cri.sandbox import stats
+
+    sandbox = (await _manager(c)).store.get(request.pod_sandbox_id)
+    return _pb().PodSandboxStatsResponse(stats=await stats.pod_sandbox_stats(c, sandbox))
+
+
+async def list_pod_sandbox_stats(c: Any, request: Any, context: Any) -> Any:
+    from pycontainerd.plugins.cri.sandbox import stats
+
+    await _manager(c)
+    flt = request.filter if request.HasField("filter") else None
+    return _pb().ListPodSandboxStatsResponse(stats=await stats.list_stats(c, flt))
+
+
+async def stream_pod_sandbox_stats(c: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+    from pycontainerd.plugins.cri.sandbox import stats
+
+    await _manager(c)
+    flt = request.filter if request.HasField("filter") else None
+    yield _pb().StreamPodSandboxStatsResponse(pod_sandbox_stats=await stats.list_stats(c, flt))
