@@ -720,3 +720,28 @@ def test_image_unpacked_on_demand_into_the_handlers_snapshotter(
     assert k.cri.image_status(busybox_id).image.id == busybox_id
     native = k.ctr("snapshots", "--snapshotter", "native", "ls")
     assert len([ln for ln in native.splitlines() if "Committed" in ln]) == len(committed)
+
+
+def test_container_killed_by_the_oom_killer_reports_oomkilled(
+    kubelet: Kubelet, refs: dict[str, str]
+) -> None:
+    k = kubelet
+    k.cri.pull(refs["busybox"])
+    pcfg = k.pod_config("oom")
+    pod = k.run_pod(pcfg)
+    cid = k.create(
+        pod,
+        pcfg,
+        "hog",
+        ["x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived"],
+        linux=pb.LinuxContainerConfig(
+            resources=pb.LinuxContainerResources(memory_limit_in_bytes=32 * 1024 * 1024)
+        ),
+    )
+    k.start_c(cid)
+    st = k.wait_state(cid, pb.CONTAINER_EXITED, timeout=60)
+    assert (st.exit_code, st.reason) == (137, "OOMKilled"), (st.exit_code, st.reason, st.message)
+    k.rs.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+    k.stop_remove_pod(pod)
+    k.pods.remove(pod)
+    assert _pod_cgroups(k.cgroup_parent) == []
