@@ -4,7 +4,8 @@ and pause. PullImage; a pod (cgroup parent under ``kubepods``, a hostPort) with 
 containers sharing its network namespace: A serves HTTP on 8080 (busybox httpd), B reaches it
 at 127.0.0.1:8080 through ExecSync; both logs in the CRI format; exec through the streaming
 URL over WebSocket (v5) and SPDY (v4); port-forward to A over SPDY and WebSocket; the hostPort
-reached from the host; stop/remove; then nothing is left: no netns file, no mount under the
+reached from the host; a daemon restart after which all of it is back and still works;
+stop/remove; then nothing is left: no netns file, no mount under the
 daemon's root/state, no cgroup of the pod, the host-local IP released, no lease in k8s.io, no
 container or snapshot of the pod. Bad inputs get the right codes and leave nothing either."""
 
@@ -114,6 +115,13 @@ class Kubelet:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+    def restart(self) -> None:
+        """SIGTERM the daemon and start it again on the same root/state."""
+        self.cri.close()
+        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
+        self.cri = CRIClient(self.daemon.address, timeout=120)
+        self.start()
 
     @property
     def rs(self) -> Any:
@@ -473,6 +481,17 @@ def test_pod_with_two_containers_as_kubelet_runs_it(
     # hostPort (portmap): from the host on the bridge gateway
     got = _http_get(network.gateway, host_port)
     assert got.startswith("HTTP/1.") and got.endswith(HTTP_BODY), got
+
+    # a daemon restart: the pod and both containers come back as they were, and still work
+    k.restart()
+    status = k.rs.PodSandboxStatus(pb.PodSandboxStatusRequest(pod_sandbox_id=pod)).status
+    assert status.state == pb.SANDBOX_READY and status.network.ip == ip
+    for c in (server, client):
+        assert k.status(c).status.state == pb.CONTAINER_RUNNING
+    r = k.exec_sync(client, ["wget", "-q", "-O", "-", "http://127.0.0.1:8080/index.html"])
+    assert r.exit_code == 0 and r.stdout.decode() == HTTP_BODY, r
+    got = asyncio.run(_spdy_port_forward(pf_url(), 8080)).decode(errors="replace")
+    assert got.endswith(HTTP_BODY), got
 
     # stop / remove, as kubelet: containers first, then the pod
     for c in (server, client):
