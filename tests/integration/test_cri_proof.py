@@ -7,7 +7,11 @@ URL over WebSocket (v5) and SPDY (v4); port-forward to A over SPDY and WebSocket
 reached from the host; a daemon restart after which all of it is back and still works;
 stop/remove; then nothing is left: no netns file, no mount under the
 daemon's root/state, no cgroup of the pod, the host-local IP released, no lease in k8s.io, no
-container or snapshot of the pod. Bad inputs get the right codes and leave nothing either."""
+container or snapshot of the pod. Bad inputs get the right codes and leave nothing either.
+
+Beside the flow: container and pod sandbox stats, UpdateContainerResources seen in the
+cgroup, ReopenContainerLog after a rotation, NetworkReady, an image unpacked on demand into a
+runtime handler's other snapshotter (``native``), and OOMKilled."""
 
 from __future__ import annotations
 
