@@ -655,7 +655,9 @@ def container_spec(
     # user (resolved from the rootfs beforehand) and supplemental groups
     gids = list(user.additional_gids)
     if sc.supplemental_groups_policy == _SUPPLEMENTAL_STRICT:
-        gids = []
+        # Strict: no groups from the image's /etc/group, but the primary gid stays in the
+        # list (containerd's oci.WithUser ensures it; kubelet expects [gid, *supplemental])
+        gids = [user.gid]
     for g in sc.supplemental_groups:
         if g not in gids:
             gids.append(int(g))

@@ -126,6 +126,19 @@ def test_capabilities_user_oom_and_privileged() -> None:
     assert "maskedPaths" not in s["linux"]
 
 
+def test_supplemental_groups_policy_strict_keeps_primary_gid() -> None:
+    config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), command=["x"])
+    sc = config.linux.security_context
+    sc.supplemental_groups.append(1234)
+    sc.supplemental_groups_policy = pb.SupplementalGroupsPolicy.Strict
+    # the image's /etc/group puts the user in 50000: Strict leaves it out, keeps the own gid
+    s = _spec(config, user=specs.User(1000, 1000, (1000, 50000)))
+    assert s["process"]["user"] == {"uid": 1000, "gid": 1000, "additionalGids": [1000, 1234]}
+    sc.supplemental_groups_policy = pb.SupplementalGroupsPolicy.Merge
+    s = _spec(config, user=specs.User(1000, 1000, (1000, 50000)))
+    assert s["process"]["user"]["additionalGids"] == [1000, 50000, 1234]
+
+
 def test_seccomp_profiles(tmp_path: Path) -> None:
     config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), command=["x"])
     config.linux.security_context.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
