@@ -710,7 +710,13 @@ class ContainerManager:
     # --- stop / remove ---------------------------------------------------------------
 
     async def stop(self, container_id: str, timeout: float) -> None:
-        container = self.store.get(container_id)
+        try:
+            container = self.store.get(container_id)
+        except errdefs.NotFound:
+            # StopContainer is idempotent: an unknown (already removed) container is not an
+            # error (CRI api.proto; containerd 2.x answers OK, critest Idempotence checks it)
+            log.debug("StopContainer: container %r not found, nothing to stop", container_id)
+            return
         await self._stop(container, timeout)
         await self._nri("stop_container", container=container)
 
