@@ -139,6 +139,27 @@ def test_supplemental_groups_policy_strict_keeps_primary_gid() -> None:
     assert s["process"]["user"]["additionalGids"] == [1000, 50000, 1234]
 
 
+def test_image_volume_mount_is_unimplemented() -> None:
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name="c"),
+        command=["x"],
+        mounts=[
+            pb.Mount(
+                container_path="/mnt/image-volume",
+                readonly=True,
+                image=pb.ImageSpec(image="sha256:" + "1" * 64),
+            )
+        ],
+    )
+    with pytest.raises(errdefs.NotImplemented_) as e:
+        _spec(config)
+    assert "/mnt/image-volume" in str(e.value)
+    # a mount with neither host path nor image is still a bad argument
+    config.mounts[0].ClearField("image")
+    with pytest.raises(errdefs.InvalidArgument):
+        _spec(config)
+
+
 def test_seccomp_profiles(tmp_path: Path) -> None:
     config = pb.ContainerConfig(metadata=pb.ContainerMetadata(name="c"), command=["x"])
     config.linux.security_context.seccomp.profile_type = pb.SecurityProfile.RuntimeDefault
