@@ -169,9 +169,13 @@ class _Decoder:
             key = field_key(field)
             known.add(key)
             if key in table:
-                kwargs[field.alias or field.name] = self.value(
-                    field.type, table[key], join_path(path, key)
-                )
+                value = self.value(field.type, table[key], join_path(path, key))
+                if isinstance(value, dict):
+                    # as containerd's decode into the defaults: a table adds to (and per key
+                    # replaces) a default map, it does not drop its other entries (a
+                    # `runtimes.kata` section keeps the default `runtimes.runc`)
+                    value = {**_default_of(field), **value}
+                kwargs[field.alias or field.name] = value
         for key in table:
             if key not in known:
                 self.warnings.append(f"unknown key {join_path(path, key)}")
@@ -179,6 +183,13 @@ class _Decoder:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"invalid config at {path}: {exc}") from exc
+
+
+def _default_of(field: Any) -> dict[str, Any]:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        default = default.factory() if not default.takes_self else None
+    return dict(default) if isinstance(default, dict) else {}
 
 
 def decode(cls: type, raw: Mapping[str, Any] | None, path: str) -> tuple[Any, list[str]]:

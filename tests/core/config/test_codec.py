@@ -140,3 +140,25 @@ def test_decode_of_encode_round_trips():
     again, warnings = decode_plugin_config(Sample, encode_plugin_config(obj), URI)
     assert again == obj
     assert warnings == []
+
+
+
+@attrs.define
+class _Runtime:
+    runtime_type: str = "io.containerd.runc.v2"
+
+
+@attrs.define
+class _Runtimes:
+    runtimes: dict[str, _Runtime] = attrs.Factory(lambda: {"runc": _Runtime()})
+
+
+def test_a_table_adds_to_a_default_map_instead_of_replacing_it():
+    # containerd decodes into its defaults: configuring a `kata` runtime keeps `runc`
+    obj, warnings = decode_plugin_config(
+        _Runtimes, {"runtimes": {"kata": {"runtime_type": "io.containerd.kata.v2"}}}, "io.t.v1.x"
+    )
+    assert warnings == []
+    assert obj.runtimes == {"runc": _Runtime(), "kata": _Runtime("io.containerd.kata.v2")}
+    obj, _ = decode_plugin_config(_Runtimes, {"runtimes": {"runc": {"runtime_type": "x"}}}, "t")
+    assert obj.runtimes == {"runc": _Runtime("x")}
