@@ -76,7 +76,9 @@ class CRIClient:
     # images
     def pull(self, image: str, **kw: Any) -> str:
         """PullImage; returns the image ref (the image ID)."""
-        return str(self.images.PullImage(_pull_request(image, **kw), timeout=self.timeout).image_ref)
+        return str(
+            self.images.PullImage(_pull_request(image, **kw), timeout=self.timeout).image_ref
+        )
 
     def image_status(self, image: str, verbose: bool = False) -> Any:
         req = pb.ImageStatusRequest(image=pb.ImageSpec(image=image), verbose=verbose)
