@@ -112,6 +112,10 @@ def _cri_signal_name(value: int) -> str:
     return str(_pb().Signal.Name(value))
 
 
+#: how long a kill that lost the shim connection waits for the exit monitor (s)
+KILL_RACE_GRACE = 10.0
+
+
 @attrs.define(eq=False)
 class EventBroadcaster:
     """``GetContainerEvents``: every subscriber gets every event after it subscribed."""
@@ -744,26 +748,36 @@ class ContainerManager:
         if timeout > 0:
             sig = signal_number(container.metadata.stop_signal)
             log.info("stopping container %s with signal %d", container.id, sig)
-            try:
-                await self._tasks(
-                    "kill", tasks_pb2.KillRequest(container_id=container.id, signal=sig)
-                )
-            except errdefs.NotFound:
-                pass
+            await self._kill(
+                container, tasks_pb2.KillRequest(container_id=container.id, signal=sig)
+            )
             try:
                 async with asyncio.timeout(timeout):
                     await container.stopped.wait()
                 return
             except TimeoutError:
                 log.info("container %s did not stop within %.0fs; killing", container.id, timeout)
+        await self._kill(
+            container,
+            tasks_pb2.KillRequest(container_id=container.id, signal=signal_.SIGKILL, all=True),
+        )
+        await container.stopped.wait()
+
+    async def _kill(self, container: Container, request: Any) -> None:
+        """Signal the task. NotFound: it is gone. Unavailable (the shim connection closed
+        under the call): the task exited and its exit monitor is deleting it, a kill racing
+        that delete; fine once the monitor records the exit within ``KILL_RACE_GRACE``."""
         try:
-            await self._tasks(
-                "kill",
-                tasks_pb2.KillRequest(container_id=container.id, signal=signal_.SIGKILL, all=True),
-            )
+            await self._tasks("kill", request)
         except errdefs.NotFound:
             pass
-        await container.stopped.wait()
+        except errdefs.Unavailable as e:
+            try:
+                async with asyncio.timeout(KILL_RACE_GRACE):
+                    await container.stopped.wait()
+            except TimeoutError:
+                raise e from None
+            log.debug("kill of container %s raced its exit (%s)", container.id, e)
 
     async def remove(self, container_id: str) -> None:
         try:
