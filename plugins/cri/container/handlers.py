@@ -74,13 +74,13 @@ async def container_status(c: Any, request: Any, context: Any) -> Any:
 async def list_containers(c: Any, request: Any, context: Any) -> Any:
     m = await manager(c)
     flt = request.filter if request.HasField("filter") else None
-    return _pb().ListContainersResponse(containers=[m.to_listed(x) for x in m.list(flt)])
+    return _pb().ListContainersResponse.FromString(m.listed(m.list(flt)))
 
 
 async def stream_containers(c: Any, request: Any, context: Any) -> AsyncIterator[Any]:
     m = await manager(c)
     flt = request.filter if request.HasField("filter") else None
-    yield _pb().StreamContainersResponse(containers=[m.to_listed(x) for x in m.list(flt)])
+    yield _pb().StreamContainersResponse.FromString(m.listed(m.list(flt)))
 
 
 async def update_container_resources(c: Any, request: Any, context: Any) -> Any:

@@ -20,7 +20,7 @@ import os
 import shutil
 import signal as signal_
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import attrs
@@ -149,6 +149,10 @@ class ContainerManager:
     _closed: bool = False
     _background: set[asyncio.Task[Any]] = attrs.Factory(set)
     _started: asyncio.Event = attrs.Factory(asyncio.Event)
+    #: id -> (metadata, status, image, the encoded ``containers`` entry of a list response):
+    #: valid while the container's metadata and status objects (replaced, never changed in
+    #: place) and its image in the CRI image store (likewise) are the same objects
+    _listed: dict[str, tuple[Any, Any, Any, bytes]] = attrs.Factory(dict)
 
     @property
     def events(self) -> Any:
@@ -959,6 +963,37 @@ class ContainerManager:
             annotations=dict(md.config.annotations),
         )
 
+    def listed(self, containers: Iterable[Container]) -> bytes:
+        """The ``repeated Container containers = 1`` field of a List/StreamContainers
+        response for ``containers``, encoded: each entry is built once and reused until the
+        container's status, metadata or image changes."""
+        images: dict[str, Any] = {}
+        cache = self._listed
+        out = []
+        for container in containers:
+            md, st = container.metadata, container.status
+            ref = md.image_ref
+            if ref in images:
+                image = images[ref]
+            else:
+                try:
+                    image = images[ref] = self.c.images.get_image(ref)
+                except errdefs.ContainerdError:
+                    image = images[ref] = None
+            hit = cache.get(container.id)
+            if hit is not None and hit[0] is md and hit[1] is st and hit[2] is image:
+                out.append(hit[3])
+                continue
+            data = self.to_listed(container).SerializeToString()
+            entry = b"\x0a" + _varint(len(data)) + data
+            cache[container.id] = (md, st, image, entry)
+            out.append(entry)
+        if len(cache) > 2 * len(self.store) + 64:
+            live = {c.id for c in self.store}
+            for id_ in [i for i in cache if i not in live]:
+                del cache[id_]
+        return b"".join(out)
+
     def list(self, flt: Any = None) -> list[Container]:
         containers = self.store.list()
         if flt is None:
@@ -1408,3 +1443,12 @@ class ContainerManager:
             if container.io is not None:
                 with contextlib.suppress(Exception):
                     await container.io.close()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
