@@ -9,8 +9,10 @@ and leave ordering to :mod:`pycontainerd.core.plugin.graph`.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
 import logging
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from types import ModuleType
 from typing import Any
@@ -97,8 +99,41 @@ def _with_source(reg: Registration, source: str) -> Registration:
     return attrs.evolve(reg, source=source)
 
 
+def _may_have_entry_points(group: str) -> bool:
+    """False only when no distribution on ``sys.path`` can declare an entry point in
+    ``group``: no ``*.dist-info``/``*.egg-info`` there has an ``entry_points.txt`` with a
+    ``[group]`` section, and no meta path finder other than the standard one finds
+    distributions. Then ``importlib.metadata`` (~70 ms to import and scan) is not needed."""
+    if any(
+        getattr(f, "find_distributions", None) is not None
+        and f is not importlib.machinery.PathFinder
+        for f in sys.meta_path
+    ):
+        return True
+    needle = f"[{group}]"
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except NotADirectoryError:
+            return True  # a zip or other archive: let importlib.metadata look inside
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith((".dist-info", ".egg-info")):
+                continue
+            try:
+                with open(os.path.join(entry or ".", name, "entry_points.txt")) as f:
+                    if needle in f.read():
+                        return True
+            except OSError:
+                continue
+    return False
+
+
 def _entry_points() -> list[tuple[Any, str, str]]:
     """(loaded object, "distribution version", unique name) for each entry point, once."""
+    if not _may_have_entry_points(hookspecs.ENTRY_POINT_GROUP):
+        return []
     from importlib.metadata import entry_points
 
     out: list[tuple[Any, str, str]] = []

@@ -82,3 +82,13 @@ def test_a_broken_entry_point_names_itself(site):
     _dist(site, "brokendist", "tp_mod5", "raise ImportError('needs libfoo')\n")
     with pytest.raises(RegistrationError, match="brokendist.*needs libfoo|needs libfoo.*brokendist"):
         loader.discover([], autoload=True)
+
+
+def test_entry_point_prescan_finds_only_distributions_declaring_the_group(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "path", [str(tmp_path), str(tmp_path / "missing")])
+    info = tmp_path / "other-1.0.dist-info"
+    info.mkdir()
+    (info / "entry_points.txt").write_text("[console_scripts]\nx = pycontainerd.plugins.y:main\n")
+    assert not loader._may_have_entry_points("pycontainerd.plugins")
+    (info / "entry_points.txt").write_text("[pycontainerd.plugins]\nx = mod\n")
+    assert loader._may_have_entry_points("pycontainerd.plugins")
