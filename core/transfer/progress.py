@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import attrs
 
 from pycontainerd.core.content.descriptor import Descriptor
-from pycontainerd.core.remotes.handlers import ref_key
 from pycontainerd.core.transfer import Progress, ProgressFunc
 
 log = logging.getLogger(__name__)
@@ -72,6 +71,8 @@ class ProgressTracker:
         self.last_activity = time.monotonic()
 
     def add_children(self, parent: Descriptor, children: Sequence[Descriptor]) -> None:
+        from pycontainerd.core.remotes.handlers import ref_key
+
         pname = ref_key(parent)
         for c in children:
             self.parents.setdefault(c.digest, []).append(pname)
@@ -79,6 +80,8 @@ class ProgressTracker:
     def _job(self, desc: Descriptor) -> _Job:
         job = self.jobs.get(desc.digest)
         if job is None:
+            from pycontainerd.core.remotes.handlers import ref_key
+
             parents = tuple(self.parents.get(desc.digest) or [self.root])
             job = _Job(desc=desc, name=ref_key(desc), parents=parents)
             self.jobs[desc.digest] = job

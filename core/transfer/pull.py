@@ -37,10 +37,17 @@ from pycontainerd.core.content.descriptor import Descriptor
 from pycontainerd.core.content.types import Info
 from pycontainerd.core.images import mediatypes
 from pycontainerd.core.plugin.context import Platform
-from pycontainerd.core.remotes import handlers
 from pycontainerd.core.transfer.progress import ProgressTracker
 
 log = logging.getLogger(__name__)
+
+
+def _handlers() -> Any:
+    """The remotes handlers, imported on the first pull (the registry client stays out of
+    daemon start-up)."""
+    from pycontainerd.core.remotes import handlers
+
+    return handlers
 
 LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source."
 #: Largest index/manifest/config read into memory.
@@ -161,7 +168,7 @@ class Puller:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                tg.create_task(handlers.dispatch(self._handle, [root]))
+                tg.create_task(_handlers().dispatch(self._handle, [root]))
         except BaseExceptionGroup as eg:
             raise _first_error(eg) from None
         finally:
@@ -178,7 +185,7 @@ class Puller:
             stalled = t.active()
             if stalled:
                 what = ", ".join(
-                    f"{handlers.ref_key(d)} at {done} of {d.size} bytes" for d, done in stalled
+                    f"{_handlers().ref_key(d)} at {done} of {d.size} bytes" for d, done in stalled
                 )
             else:
                 what = "waiting for the registry"
@@ -193,11 +200,11 @@ class Puller:
         t.add(desc)
         if self.limiter is not None:
             async with self.limiter:
-                committed = await handlers.fetch_to_store(
+                committed = await _handlers().fetch_to_store(
                     self.fetcher, self.content, desc, progress=t.update
                 )
         else:
-            committed = await handlers.fetch_to_store(
+            committed = await _handlers().fetch_to_store(
                 self.fetcher, self.content, desc, progress=t.update
             )
         if committed:
@@ -239,7 +246,7 @@ class Puller:
         if not (mediatypes.is_index(mt) or mediatypes.is_manifest(mt)):
             return []
         data = await helpers.read_blob(self.content, desc, max_size=MAX_JSON_BLOB)
-        kids = handlers.children(desc, data)
+        kids = _handlers().children(desc, data)
         if mediatypes.is_index(mt):
             kids = self._choose(desc, kids)
         elif desc.digest in self._metadata_only:
@@ -252,12 +259,12 @@ class Puller:
                 assert self._tg is not None
                 self._tg.create_task(self._unpack(desc, kids, u))
         self._t.add_children(desc, kids)
-        await add_labels(self.content, desc.digest, handlers.gc_labels(desc, kids))
+        await add_labels(self.content, desc.digest, _handlers().gc_labels(desc, kids))
         return kids
 
     def _choose(self, index: Descriptor, kids: list[Descriptor]) -> list[Descriptor]:
         o = self.options
-        chosen = handlers.filter_platforms(kids, o.matcher, limit=o.manifest_limit)
+        chosen = _handlers().filter_platforms(kids, o.matcher, limit=o.manifest_limit)
         if kids and not chosen:
             raise errdefs.NotFound(
                 f"index {index.digest} of {self.name}: no manifest for the requested platforms"
