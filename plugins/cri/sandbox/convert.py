@@ -4,11 +4,13 @@ CNI arguments of a pod (labels, port mappings, DNS, capabilities)."""
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pycontainerd.core.cni import DNSConfig, PortMapping, pod_labels
 from pycontainerd.plugins.cri.sandbox import annotations as ann
 from pycontainerd.plugins.cri.sandbox.store import Sandbox, State
+
+if TYPE_CHECKING:  # core.cni (its config/types/libcni modules) loads on the first pod network
+    from pycontainerd.core.cni import DNSConfig, PortMapping
 
 
 def _pb() -> Any:
@@ -83,6 +85,8 @@ def matches(sandbox: Sandbox, flt: Any) -> bool:
 
 def cni_port_mappings(config: Any) -> list[PortMapping]:
     """The pod's port mappings with a host port (others are not forwarded)."""
+    from pycontainerd.core.cni import PortMapping
+
     out = []
     for p in config.port_mappings:
         if p.host_port <= 0:
@@ -101,12 +105,16 @@ def cni_port_mappings(config: Any) -> list[PortMapping]:
 def cni_dns(config: Any) -> DNSConfig | None:
     if not config.HasField("dns_config"):
         return None
+    from pycontainerd.core.cni import DNSConfig
+
     d = config.dns_config
     return DNSConfig(servers=list(d.servers), searches=list(d.searches), options=list(d.options))
 
 
 def cni_args(sandbox_id: str, config: Any) -> dict[str, Any]:
     """Keyword arguments of ``core.cni.CNI.setup``/``remove`` for a pod."""
+    from pycontainerd.core.cni import pod_labels
+
     md = config.metadata
     caps: dict[str, Any] = {ann.POD_ANNOTATIONS: dict(config.annotations)}
     if config.linux.cgroup_parent:
