@@ -37,6 +37,7 @@ RUNTIME_HANDLER_MODULES: list[str] = [
     "pycontainerd.plugins.cri.server.runtime_info",
     "pycontainerd.plugins.cri.sandbox.handlers",
     "pycontainerd.plugins.cri.container.handlers",
+    "pycontainerd.plugins.cri.sandbox.extra",
 ]
 #: Modules holding ImageService handlers.
 IMAGE_HANDLER_MODULES: list[str] = [
