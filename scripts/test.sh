@@ -11,6 +11,8 @@ if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
 fi
 
 bash "$REPO/scripts/setup.sh"
+# cached bytecode: the tests start many Python processes (daemons, shims, pyctr)
+unset PYTHONDONTWRITEBYTECODE
 
 # -P: do not put the repository root on sys.path. The source folders sit there (cmd/, api/,
 # core/, ...) and cmd/ would shadow the standard library's cmd module (pdb imports it).
