@@ -78,7 +78,8 @@ def discover(
     for impl in pm.hook.pycontainerd_registrations.get_hookimpls():
         source = sources.get(id(impl.plugin), impl.plugin_name)
         try:
-            regs = impl.function() or []
+            result: Any = impl.function()
+            regs: list[Any] = list(result or [])
         except Exception as e:
             raise RegistrationError(f"plugin module {impl.plugin_name} ({source}): {e}") from e
         for reg in regs:

@@ -3,6 +3,7 @@ requires, an optional config class, and an async init function returning the ins
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ class Registration:
     init: InitFn
     requires: tuple[str, ...] = attrs.field(default=(), converter=_requires)
     #: An attrs class with defaults; ``[plugins."<uri>"]`` decodes into it. None: no config.
-    config: type | None = None
+    config: builtins.type | None = None
     config_migration: ConfigMigration | None = None
     #: Where it came from: "builtin", or the distribution name of an entry point ("dist 1.0").
     source: str = attrs.field(default="builtin", eq=False)

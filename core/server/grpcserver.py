@@ -93,7 +93,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             try:
                 yield
             finally:
-                if t_lease is not None:
+                if lease_var is not None and t_lease is not None:
                     lease_var.reset(t_lease)
                 namespaces.reset(t_ns)
 

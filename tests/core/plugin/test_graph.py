@@ -33,7 +33,11 @@ def test_requirements_come_first_and_ties_keep_registration_order():
     assert order.index("snapshot.native") < order.index("metadata.bolt")
     assert order.index("metadata.bolt") < order.index("service.s1") < order.index("grpc.b")
     # independent plugins keep registration order relative to each other
-    assert order.index("snapshot.overlay") < order.index("content.local") < order.index("snapshot.native")
+    assert (
+        order.index("snapshot.overlay")
+        < order.index("content.local")
+        < order.index("snapshot.native")
+    )
     assert order == uris(graph.order(list(regs)))  # deterministic
 
 

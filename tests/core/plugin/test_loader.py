@@ -80,7 +80,8 @@ def test_duplicate_uri_from_two_distributions_names_both(site):
 
 def test_a_broken_entry_point_names_itself(site):
     _dist(site, "brokendist", "tp_mod5", "raise ImportError('needs libfoo')\n")
-    with pytest.raises(RegistrationError, match="brokendist.*needs libfoo|needs libfoo.*brokendist"):
+    pattern = "brokendist.*needs libfoo|needs libfoo.*brokendist"
+    with pytest.raises(RegistrationError, match=pattern):
         loader.discover([], autoload=True)
 
 
