@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 
 from pycontainerd.core import errdefs
+from pycontainerd.plugins.cri.sandbox.store import NameIndex
 
 #: type URL of the metadata JSON in the container extension (containerd's)
 METADATA_TYPE_URL = "github.com/containerd/containerd/v2/internal/cri/store/container/Metadata"
@@ -308,31 +309,6 @@ class Container:
         """Change fields that are not checkpointed (starting, removing, unknown)."""
         self.status = attrs.evolve(self.status, **changes)
         return self.status
-
-
-@attrs.define(eq=False)
-class NameIndex:
-    """Reserved container names -> the id holding each (containerd's registrar)."""
-
-    _names: dict[str, str] = attrs.Factory(dict)
-
-    def reserve(self, name: str, id_: str) -> None:
-        if not name or not id_:
-            raise errdefs.InvalidArgument("name and id must not be empty")
-        holder = self._names.get(name)
-        if holder is not None and holder != id_:
-            raise errdefs.AlreadyExists(f"name {name!r} is reserved for {holder!r}")
-        self._names[name] = id_
-
-    def release_by_name(self, name: str) -> None:
-        self._names.pop(name, None)
-
-    def release_by_id(self, id_: str) -> None:
-        for name in [n for n, i in self._names.items() if i == id_]:
-            del self._names[name]
-
-    def get(self, name: str) -> str | None:
-        return self._names.get(name)
 
 
 @attrs.define(eq=False)
