@@ -125,8 +125,7 @@ async def test_methods_without_a_handler_are_unimplemented_by_name(cri_daemon):
     implemented = server.find_handlers(server.RUNTIME_SERVICE, server.RUNTIME_HANDLER_MODULES)
     methods = api_pb2.DESCRIPTOR.services_by_name[server.RUNTIME_SERVICE].methods
     missing = [m for m in methods if m.name not in implemented]
-    if not missing:
-        pytest.skip("every RuntimeService method has a handler")
+    # (today every method has a handler; the check guards methods a newer cri-api adds)
     for m in missing:
         call = getattr(cri_daemon.cri.runtime, m.name)
         request = getattr(pb, m.input_type.name)()
