@@ -83,6 +83,17 @@ def _loads(desc: Descriptor, data: bytes) -> dict[str, Any]:
         ) from None
     if not isinstance(doc, dict):
         raise errdefs.InvalidArgument(f"{desc.media_type} {desc.digest}: not a JSON object")
+    declared = doc.get("mediaType")
+    mt = desc.media_type
+    if (
+        isinstance(declared, str)
+        and declared
+        and declared != mt
+        and mediatypes.is_index(declared) != mediatypes.is_index(mt)
+    ):
+        raise errdefs.InvalidArgument(
+            f"{desc.digest}: descriptor says {mt} but the document says {declared}"
+        )
     return doc
 
 

@@ -30,6 +30,7 @@ from pycontainerd.core.content import helpers
 from pycontainerd.core.content.descriptor import Descriptor
 from pycontainerd.core.content.types import Ingester, Provider
 from pycontainerd.core.images import mediatypes
+from pycontainerd.core.images.image import child_gc_labels, children
 
 log = logging.getLogger(__name__)
 
@@ -47,40 +48,6 @@ class BlobFetcher(Protocol):
     iterable of chunks with ``close()`` (the docker Fetcher's BlobStream)."""
 
     async def fetch(self, desc: Descriptor, *, offset: int = 0) -> Any: ...
-
-
-def children(desc: Descriptor, data: bytes) -> list[Descriptor]:
-    """The descriptors ``desc`` (an index or manifest whose bytes are ``data``) refers to;
-    [] for other media types. InvalidArgument when the JSON is not what its type says."""
-    mt = desc.media_type
-    if not (mediatypes.is_index(mt) or mediatypes.is_manifest(mt)):
-        return []
-    try:
-        doc = json.loads(data)
-    except ValueError as exc:
-        raise errdefs.InvalidArgument(f"{mt} {desc.digest}: invalid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise errdefs.InvalidArgument(f"{mt} {desc.digest}: not a JSON object")
-    declared = doc.get("mediaType")
-    if declared and declared != mt and (mediatypes.is_index(declared) != mediatypes.is_index(mt)):
-        raise errdefs.InvalidArgument(
-            f"{desc.digest}: descriptor says {mt} but the document says {declared}"
-        )
-    out: list[Descriptor] = []
-    try:
-        if mediatypes.is_index(mt):
-            for m in doc.get("manifests") or []:
-                out.append(Descriptor.from_dict(m))
-        else:
-            cfg = doc.get("config")
-            if not isinstance(cfg, dict):
-                raise errdefs.InvalidArgument(f"manifest {desc.digest}: no config")
-            out.append(Descriptor.from_dict(cfg))
-            for layer in doc.get("layers") or []:
-                out.append(Descriptor.from_dict(layer))
-    except (TypeError, ValueError, AttributeError) as exc:
-        raise errdefs.InvalidArgument(f"{mt} {desc.digest}: bad descriptor: {exc}") from None
-    return out
 
 
 def filter_platforms(
@@ -103,23 +70,10 @@ def filter_platforms(
     return out[:limit] if limit > 0 else out
 
 
-def gc_labels(desc: Descriptor, kids: Sequence[Descriptor]) -> dict[str, str]:
-    """containerd's GC reference labels from a parent to its children: index ->
-    ``containerd.io/gc.ref.content.m.<i>``, manifest -> ``.config`` and ``.l.<i>``."""
-    out: dict[str, str] = {}
-    prefix = "containerd.io/gc.ref.content"
-    if mediatypes.is_index(desc.media_type):
-        for i, k in enumerate(kids):
-            out[f"{prefix}.m.{i}"] = k.digest
-    elif mediatypes.is_manifest(desc.media_type):
-        layer = 0
-        for k in kids:
-            if mediatypes.is_config(k.media_type) and f"{prefix}.config" not in out:
-                out[f"{prefix}.config"] = k.digest
-            else:
-                out[f"{prefix}.l.{layer}"] = k.digest
-                layer += 1
-    return out
+#: containerd's GC reference labels from a parent to its children (one implementation, in
+#: core/images): index -> ``containerd.io/gc.ref.content.m.<i>``, manifest -> ``.config``,
+#: ``.l.<i>``.
+gc_labels = child_gc_labels
 
 
 def ref_key(desc: Descriptor) -> str:
