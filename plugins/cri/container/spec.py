@@ -19,6 +19,7 @@ from typing import Any
 import attrs
 
 from pycontainerd.core import errdefs
+from pycontainerd.core.runtime import spec as oci_spec
 from pycontainerd.core.runtime.spec import DEFAULT_PATH_ENV, default_spec
 from pycontainerd.plugins.cri.container import seccomp
 from pycontainerd.plugins.cri.podsandbox.spec import cgroups_path, oom_score_adj
@@ -39,33 +40,6 @@ _NS_POD, _NS_CONTAINER, _NS_NODE, _NS_TARGET = 0, 1, 2, 3
 _PROP_PRIVATE, _PROP_HOST_TO_CONTAINER, _PROP_BIDIRECTIONAL = 0, 1, 2
 _PROFILE_RUNTIME_DEFAULT, _PROFILE_UNCONFINED, _PROFILE_LOCALHOST = 0, 1, 2
 _SUPPLEMENTAL_MERGE, _SUPPLEMENTAL_STRICT = 0, 1
-
-#: Linux capability names by number (``capability.h``)
-CAPABILITIES = [
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
-]  # fmt: skip
-
-
-def current_capabilities() -> list[str]:
-    """The capabilities in the daemon's bounding set (containerd's ``allCaps``)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("CapBnd:"):
-                    mask = int(line.split()[1], 16)
-                    return [n for i, n in enumerate(CAPABILITIES) if mask & (1 << i)]
-    except OSError:
-        pass
-    return list(CAPABILITIES)
-
 
 # --- users ----------------------------------------------------------------------------
 
@@ -565,7 +539,7 @@ def container_spec(
     privileged = sc.privileged
     if privileged and not sandbox_config.linux.security_context.privileged:
         raise errdefs.InvalidArgument("no privileged container allowed in sandbox")
-    all_caps = list(all_caps) if all_caps is not None else current_capabilities()
+    all_caps = list(all_caps) if all_caps is not None else oci_spec.current_capabilities()
 
     if options.base_spec:
         spec = copy.deepcopy(dict(options.base_spec))
