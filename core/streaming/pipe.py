@@ -22,13 +22,23 @@ class Pipe:
     def at_eof(self) -> bool:
         return self._eof and not self._buf
 
-    async def feed(self, data: bytes) -> None:
+    def feed_nowait(self, data: bytes) -> None:
+        """Buffer ``data`` without waiting (the caller applies backpressure with
+        :meth:`wait_space`)."""
         if self._eof or not data:
             return
         self._buf += data
         self._readable.set()
         if len(self._buf) >= self._high_water:
             self._space.clear()
+
+    async def wait_space(self) -> None:
+        """Until the reader has drained the buffer below the high-water mark (or EOF)."""
+        await self._space.wait()
+
+    async def feed(self, data: bytes) -> None:
+        self.feed_nowait(data)
+        if not self._space.is_set():
             await self._space.wait()
 
     def feed_eof(self) -> None:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import attrs
 
 from pycontainerd.core import errdefs
+from pycontainerd.core.streaming.pipe import Pipe
 
 log = logging.getLogger(__name__)
 
@@ -232,10 +233,7 @@ class Stream:
         self._conn = conn
         self.id = stream_id
         self.headers = headers
-        self._buf = bytearray()
-        self._readable = asyncio.Event()
-        self._drained = asyncio.Event()
-        self._drained.set()
+        self._pipe = Pipe(READ_HIGH_WATER)
         self.remote_closed = False  # peer sent FIN (or reset, or the connection ended)
         self.local_closed = False  # we sent FIN (or reset)
         self.reset = False
@@ -248,32 +246,16 @@ class Stream:
     # -- reading
 
     def _feed(self, data: bytes) -> None:
-        if self.remote_closed:
-            return
-        self._buf += data
-        self._readable.set()
-        if len(self._buf) >= READ_HIGH_WATER:
-            self._drained.clear()
+        if not self.remote_closed:
+            self._pipe.feed_nowait(data)
 
     def _feed_eof(self) -> None:
         self.remote_closed = True
-        self._readable.set()
-        self._drained.set()
+        self._pipe.feed_eof()
 
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all buffered if ``n < 0``); ``b""`` once the peer is done."""
-        while not self._buf and not self.remote_closed:
-            self._readable.clear()
-            await self._readable.wait()
-        if n < 0 or n >= len(self._buf):
-            out = bytes(self._buf)
-            self._buf.clear()
-        else:
-            out = bytes(self._buf[:n])
-            del self._buf[:n]
-        if len(self._buf) < READ_HIGH_WATER:
-            self._drained.set()
-        return out
+        return await self._pipe.read(n)
 
     async def read_all(self) -> bytes:
         chunks = []
@@ -516,8 +498,8 @@ class Connection:
         if flags & FLAG_FIN:
             stream._feed_eof()
             self._maybe_forget(stream)
-        elif not stream._drained.is_set():
-            await stream._drained.wait()  # backpressure: stop reading the socket
+        else:
+            await stream._pipe.wait_space()  # backpressure: stop reading the socket
 
     def _control(self, ftype: int, flags: int, payload: bytes) -> None:
         if ftype == FrameType.SYN_STREAM:
