@@ -35,7 +35,7 @@ from pycontainerd.core.metadata.db import (
 )
 from pycontainerd.core.metadata.leases import add_to_lease, remove_from_lease
 from pycontainerd.core.metadata.rwlock import RWLock
-from pycontainerd.core.metadata.validation import validate_labels
+from pycontainerd.core.metadata.validation import update_labels, validate_labels
 
 log = logging.getLogger(__name__)
 
@@ -105,23 +105,9 @@ class ContentStore:
             if row is None:
                 raise errdefs.NotFound(f"content digest {info.digest}: not found")
             current = _read_info(row)
-            labels = dict(current.labels)
-            if not paths:
-                labels = dict(info.labels)
-            for path in paths:
-                if path.startswith("labels."):
-                    key = path[len("labels.") :]
-                    if info.labels.get(key):
-                        labels[key] = info.labels[key]
-                    else:
-                        labels.pop(key, None)
-                elif path == "labels":
-                    labels = dict(info.labels)
-                else:
-                    raise errdefs.InvalidArgument(
-                        f"cannot update {path!r} field on content info {info.digest!r}"
-                    )
-            validate_labels(labels, "info.labels")
+            labels = update_labels(
+                current.labels, info.labels, paths, f"content info {info.digest!r}"
+            )
             updated = attrs.evolve(
                 current, labels={k: v for k, v in labels.items() if v}, updated_at=now()
             )

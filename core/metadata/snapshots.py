@@ -30,7 +30,7 @@ from pycontainerd.core.metadata.db import (
 )
 from pycontainerd.core.metadata.leases import add_to_lease, remove_from_lease
 from pycontainerd.core.metadata.rwlock import RWLock
-from pycontainerd.core.metadata.validation import validate_labels
+from pycontainerd.core.metadata.validation import update_labels, validate_labels
 from pycontainerd.core.mount import Mount
 from pycontainerd.core.snapshots import Info, Kind, Usage
 
@@ -95,23 +95,12 @@ class Snapshotter:
             row = _row(tx, namespace, self.name, info.name)
             if row is None:
                 raise errdefs.NotFound(f"snapshot {info.name} does not exist")
-            labels = labels_from_db(row["labels"])  # type: ignore[index]
-            if not fieldpaths:
-                labels = dict(info.labels)
-            for path in fieldpaths:
-                if path.startswith("labels."):
-                    key = path[len("labels.") :]
-                    if info.labels.get(key):
-                        labels[key] = info.labels[key]
-                    else:
-                        labels.pop(key, None)
-                elif path == "labels":
-                    labels = dict(info.labels)
-                else:
-                    raise errdefs.InvalidArgument(
-                        f"cannot update {path!r} field on snapshot {info.name!r}"
-                    )
-            validate_labels(labels, "info.labels")
+            labels = update_labels(
+                labels_from_db(row["labels"]),  # type: ignore[index]
+                info.labels,
+                fieldpaths,
+                f"snapshot {info.name!r}",
+            )
             tx.execute(
                 "UPDATE snapshots SET labels = ?, updated_at = ? "
                 "WHERE namespace = ? AND snapshotter = ? AND key = ?",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from pycontainerd.core import errdefs
 
@@ -52,3 +52,25 @@ def check_map(fieldpath: list[str], m: Mapping[str, str]) -> tuple[str, bool]:
     if key in m:
         return m[key], True
     return "", False
+
+
+def update_labels(
+    current: Mapping[str, str], new: Mapping[str, str], paths: Sequence[str], what: str
+) -> dict[str, str]:
+    """containerd's label-only update mask: no paths or ``labels`` replace every label,
+    ``labels.<k>`` sets ``k`` (or removes it when the new value is empty); any other path is
+    InvalidArgument naming ``what``. The result is validated."""
+    labels = dict(current) if paths else dict(new)
+    for path in paths:
+        if path.startswith("labels."):
+            key = path[len("labels.") :]
+            if new.get(key):
+                labels[key] = new[key]
+            else:
+                labels.pop(key, None)
+        elif path == "labels":
+            labels = dict(new)
+        else:
+            raise errdefs.InvalidArgument(f"cannot update {path!r} field on {what}")
+    validate_labels(labels, "info.labels")
+    return labels
