@@ -3,8 +3,15 @@
 Wire format (containerd/nri ``pkg/net/multiplex``): every chunk on the trunk is an 8-byte
 header, ``[conn id: uint32 BE][payload length: uint32 BE]``, then the payload. A write larger
 than :data:`MAX_PAYLOAD` (a ttrpc header plus the largest ttrpc message) is split into several
-chunks; a reader treats each logical connection as a plain byte stream, so chunk boundaries
-carry no meaning. Conn id 0 is reserved. Chunks for a conn id nobody opened are dropped.
+chunks. Conn id 0 is reserved. Chunks for a conn id nobody opened are dropped.
+
+Our reader treats each logical connection as a plain byte stream, but Go's does not: its
+``conn.Read`` hands out one whole chunk per call and fails with ENOMEM ("cannot allocate
+memory") when the caller's buffer is smaller than the chunk, and Go ttrpc reads through a
+4 KiB ``bufio.Reader``. Go ttrpc writes through a 4 KiB ``bufio.Writer``, so a message larger
+than that goes out as a first chunk of :data:`GO_BUFFER_SIZE` bytes (ttrpc header and the start
+of the payload) and then the rest, which the reader takes straight into the payload buffer.
+:func:`encode` splits a message the same way, so Go plugins can read what we send.
 
 NRI uses two logical connections on each plugin socket, each carrying ordinary ttrpc:
 :data:`PLUGIN_SERVICE_CONN` (1), where the runtime is the ttrpc client and the plugin serves
@@ -38,14 +45,25 @@ HEADER = struct.Struct(">II")
 HEADER_LENGTH = HEADER.size
 #: ttrpc frame header (10) + ttrpc's maximum message length (4 MiB).
 MAX_PAYLOAD = 10 + (4 << 20)
+#: The buffer size of Go's bufio, which Go ttrpc reads and writes through.
+GO_BUFFER_SIZE = 4096
 
 
-def encode(conn_id: int, data: bytes, max_payload: int = MAX_PAYLOAD) -> bytes:
-    """The trunk bytes for writing ``data`` on ``conn_id`` (split into chunks as needed)."""
+def encode(
+    conn_id: int,
+    data: bytes,
+    max_payload: int = MAX_PAYLOAD,
+    first_chunk: int = GO_BUFFER_SIZE,
+) -> bytes:
+    """The trunk bytes for writing one ttrpc message ``data`` on ``conn_id``: at most
+    ``first_chunk`` bytes in the first chunk (as Go ttrpc's buffered writer sends them), the
+    rest in chunks of at most ``max_payload``."""
     view = memoryview(data)
     out = bytearray()
+    limit = min(first_chunk, max_payload)
     while True:
-        chunk = view[:max_payload]
+        chunk = view[:limit]
+        limit = max_payload
         out += HEADER.pack(conn_id, len(chunk))
         out += chunk
         view = view[len(chunk) :]

@@ -32,6 +32,59 @@ def test_large_writes_are_split_into_max_payload_chunks():
     assert b"".join(c for _, c in chunks) == data
 
 
+def test_a_large_message_goes_out_as_go_ttrpc_writes_it():
+    data = b"h" * 10 + b"p" * 9000
+    out = mux.encode(1, data)
+    first = struct.unpack(">II", out[:8])
+    second = struct.unpack(">II", out[8 + 4096 : 16 + 4096])
+    assert first == (1, 4096) and second == (1, len(data) - 4096)
+    assert len(out) == 16 + len(data)
+
+
+class _GoConn:
+    """Go's multiplexed conn: one whole chunk per Read, ENOMEM if the buffer is smaller."""
+
+    def __init__(self, trunk: bytes) -> None:
+        self.chunks, pos = [], 0
+        while pos < len(trunk):
+            _, n = struct.unpack(">II", trunk[pos : pos + 8])
+            self.chunks.append(trunk[pos + 8 : pos + 8 + n])
+            pos += 8 + n
+
+    def read(self, cap: int) -> bytes:
+        chunk = self.chunks.pop(0)
+        if len(chunk) > cap:
+            raise MemoryError("cannot allocate memory")
+        return chunk
+
+
+def _go_bufio_read_full(conn: _GoConn, buf: bytearray, n: int, size: int = 4096) -> bytes:
+    """io.ReadFull through Go's bufio.Reader (size 4096) over ``conn``."""
+    out = bytearray()
+    while len(out) < n:
+        want = n - len(out)
+        if buf:
+            take = bytes(buf[:want])
+            del buf[: len(take)]
+            out += take
+        elif want >= size:  # bufio reads large requests straight into the caller's buffer
+            out += conn.read(want)
+        else:
+            buf += conn.read(size)
+    return bytes(out)
+
+
+def test_go_ttrpc_reader_can_read_every_message_size_we_send():
+    for size in (0, 1, 4086, 4087, 5000, 8182, 8192, 100_000, 4 << 20):
+        msg = struct.pack(">IIBB", size, 1, 1, 0) + b"x" * size
+        conn, buf = _GoConn(mux.encode(1, msg) + mux.encode(1, msg)), bytearray()
+        for _ in range(2):
+            header = _go_bufio_read_full(conn, buf, 10)
+            assert struct.unpack(">I", header[:4])[0] == size
+            assert _go_bufio_read_full(conn, buf, size) == b"x" * size
+        assert not conn.chunks and not buf
+
+
 async def _pair() -> tuple[mux.Mux, mux.Mux]:
     a, b = socket.socketpair()
     return await mux.Mux.from_socket(a), await mux.Mux.from_socket(b)
