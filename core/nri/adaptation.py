@@ -560,7 +560,7 @@ async def _answers(path: str) -> bool:
     """Whether something accepts connections on the unix socket ``path``."""
     try:
         _, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 2)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     writer.close()
     with contextlib.suppress(Exception):

@@ -41,6 +41,13 @@ class Timeouts:
     registration: float = api.DEFAULT_REGISTRATION_TIMEOUT
     request: float = api.DEFAULT_REQUEST_TIMEOUT
 
+    @property
+    def sync(self) -> float:
+        """The bound on a whole (possibly split) Synchronize. Synchronize is the last step of
+        registration, so a plugin gets the longer of the two timeouts for it (containerd gives
+        it the request timeout only, and drops plugins that take a moment to reconcile)."""
+        return max(self.registration, self.request)
+
 
 @attrs.define(eq=False, kw_only=True)
 class Plugin:
@@ -213,7 +220,7 @@ class TtrpcPlugin(Plugin):
         log.info("nri: synchronizing plugin %s", self.name)
         chunks = split_sync(pods, containers, chunk_limit)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeouts.request
+        deadline = loop.time() + self.timeouts.sync
         rpl = pb.SynchronizeResponse()
         try:
             for i, req in enumerate(chunks):
@@ -348,7 +355,8 @@ class BuiltinPlugin(Plugin):
         args = {k: v for k, v in kwargs.items() if k in accepted}
         result = fn(**args)
         if inspect.isawaitable(result):
-            async with asyncio.timeout(self.timeouts.request):
+            bound = self.timeouts.sync if method == "Synchronize" else self.timeouts.request
+            async with asyncio.timeout(bound):
                 result = await result
         return result
 

@@ -5,6 +5,7 @@ runs, from plugin_config_path). Every call is appended to settings["log"] as a J
 
     {"log": path, "adjust": {"env": {...}, "annotations": {...}, "mounts": [{...}],
      "memory_limit": N, "remove_env": [...]}, "sleep": seconds, "crash": true,
+     "sync_sleep": seconds (Synchronize takes that long),
      "events": "createcontainer,...", "update": {"container_id": id, "memory_limit": N}}
 """
 
@@ -40,8 +41,11 @@ class TestPlugin:
         )
         return self.settings.get("events")
 
-    def synchronize(self, pods, containers):
+    async def synchronize(self, pods, containers):
         self.record("Synchronize", pods=[p.id for p in pods], containers=[c.id for c in containers])
+        if self.settings.get("sync_sleep"):
+            await asyncio.sleep(self.settings["sync_sleep"])
+            self.record("Synchronized")
         return []
 
     async def create_container(self, pod, container):

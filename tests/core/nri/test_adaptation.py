@@ -234,6 +234,28 @@ async def test_plugins_run_in_index_order_and_see_earlier_adjustments(paths, mak
     assert late[0]["env"] == ["X=0", "A=1"]
 
 
+async def test_a_plugin_may_synchronize_for_longer_than_a_request_and_misses_nothing(
+    paths, make_nri, external
+):
+    # Synchronize is bounded by the registration timeout (5 s here), not the request timeout;
+    # a container created while the plugin synchronizes reaches it once it is in.
+    nri = await make_nri(request_timeout=0.5)
+    log = paths.root / "slowsync.jsonl"
+    await external(log=str(log), index="10", name="slowsync", sync_sleep=1.5)
+    await wait_for(lambda: "Synchronize" in [e["event"] for e in events(log)])
+    created = asyncio.create_task(
+        nri.create_container(POD, Container(id="c9", pod_sandbox_id="pod1"))
+    )
+    await asyncio.wait_for(created, 10)
+    assert [p.name for p in nri.plugins] == ["10-slowsync"]
+    names = [(e["event"], e.get("container")) for e in events(log)]
+    assert names[1:] == [
+        ("Synchronize", None),
+        ("Synchronized", None),
+        ("CreateContainer", "c9"),
+    ]
+
+
 async def test_slow_and_crashing_plugins_are_dropped_within_the_timeout(paths, make_nri, external):
     install(paths, "10-sleepy", {"sleep": 30})
     install(paths, "20-crashy", {"crash": True})
