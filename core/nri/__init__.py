@@ -38,10 +38,14 @@ are delivered once per container, as containerd tracks it.
 
 from __future__ import annotations
 
-from pycontainerd.core.nri.adaptation import NRI, Config, CreateContainerResult
-from pycontainerd.core.nri.adjustment import apply_adjustment
-from pycontainerd.core.nri.api import pb
-from pycontainerd.core.nri.types import Container, PodSandbox
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pycontainerd.core.nri.adaptation import NRI, Config, CreateContainerResult
+    from pycontainerd.core.nri.adjustment import apply_adjustment
+    from pycontainerd.core.nri.api import pb
+    from pycontainerd.core.nri.types import Container, PodSandbox
 
 __all__ = [
     "NRI",
@@ -52,3 +56,23 @@ __all__ = [
     "apply_adjustment",
     "pb",
 ]
+
+# Loaded on first use, so that importing a light submodule (``.config``) does not pull in
+# protobuf and asyncio.
+_WHERE = {
+    "NRI": "adaptation",
+    "Config": "adaptation",
+    "CreateContainerResult": "adaptation",
+    "apply_adjustment": "adjustment",
+    "pb": "api",
+    "Container": "types",
+    "PodSandbox": "types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -384,6 +384,33 @@ class NRI:
             )
             self._state[pod.id] = _RUNNING
 
+    async def update_pod_sandbox(
+        self,
+        pod: PodSandbox,
+        overhead: pb.LinuxResources | None = None,
+        resources: pb.LinuxResources | None = None,
+    ) -> None:
+        """A pod's resources are being updated (CRI UpdatePodSandboxResources); a plugin's
+        error fails the update."""
+        async with self._lock:
+            req = pb.UpdatePodSandboxRequest(pod=pod.to_proto())
+            if overhead is not None:
+                req.overhead_linux_resources.CopyFrom(overhead)
+            if resources is not None:
+                req.linux_resources.CopyFrom(resources)
+            await self._notify(
+                pb.UPDATE_POD_SANDBOX, "UpdatePodSandbox", req, pb.UpdatePodSandboxResponse
+            )
+
+    async def post_update_pod_sandbox(self, pod: PodSandbox) -> None:
+        async with self._lock:
+            await self._notify(
+                pb.POST_UPDATE_POD_SANDBOX,
+                "PostUpdatePodSandbox",
+                pb.PostUpdatePodSandboxRequest(pod=pod.to_proto()),
+                pb.PostUpdatePodSandboxResponse,
+            )
+
     async def stop_pod_sandbox(self, pod: PodSandbox) -> None:
         async with self._lock:
             if self._state.get(pod.id) not in (_CREATED, _RUNNING):
@@ -414,6 +441,8 @@ class NRI:
         spec with :func:`apply_adjustment`."""
         async with self._lock:
             req = pb.CreateContainerRequest(pod=pod.to_proto(), container=ctr.to_proto())
+            original = pb.Container()
+            original.CopyFrom(req.container)
             result = CreateResult(req)
             self._state[ctr.id] = _CREATED
             async for p, rpl in self._each(
@@ -421,11 +450,55 @@ class NRI:
             ):
                 result.apply(rpl, p.name)
             rpl = result.response()
+            await self._validate(req.pod, original, rpl, result)
             await self._apply_evictions(list(rpl.evict), "pre-create")
             await self._apply_updates(list(rpl.update), "pre-create")
             return CreateContainerResult(
                 adjustment=rpl.adjust, updates=list(rpl.update), evictions=list(rpl.evict)
             )
+
+    async def _validate(
+        self,
+        pod: pb.PodSandbox,
+        ctr: pb.Container,
+        rpl: pb.CreateContainerResponse,
+        result: CreateResult,
+    ) -> None:
+        """Let every validator (a plugin subscribed to ValidateContainerAdjustment) see the
+        merged adjustment, who set what and which plugins took part, all at once; one
+        rejection or failure fails the create (errdefs.FailedPrecondition)."""
+        event = pb.VALIDATE_CONTAINER_ADJUSTMENT
+        validators = [p for p in self._plugins if not p.closed and p.subscribed(event)]
+        if not validators:
+            return
+        req = pb.ValidateContainerAdjustmentRequest(
+            pod=pod,
+            container=ctr,
+            adjust=rpl.adjust,
+            update=list(rpl.update),
+            owners=result.owners.to_proto(ctr.id),
+            plugins=[
+                pb.PluginInstance(name=p.base, index=p.index) for p in self._plugins if not p.closed
+            ],
+        )
+        method = "ValidateContainerAdjustment"
+
+        async def one(p: Plugin) -> str | None:
+            try:
+                got = await p.request(event, method, req, pb.ValidateContainerAdjustmentResponse)
+            except Exception as e:  # noqa: BLE001 - any failure of a validator refuses
+                return f"validator plugin {p.name} failed: {e}"
+            if got is None:
+                return f"validator plugin {p.name} failed: closed" if p.closed else None
+            if got.reject:
+                reason = got.reason or "unknown rejection reason"
+                return f'validator "{p.name}" rejected container adjustment, reason: {reason}'
+            return None
+
+        errors = [e for e in await asyncio.gather(*(one(p) for p in validators)) if e]
+        self._plugins = [p for p in self._plugins if not p.closed]
+        if errors:
+            raise errdefs.FailedPrecondition("; ".join(errors))
 
     async def post_create_container(self, pod: PodSandbox, ctr: Container) -> None:
         await self._simple(

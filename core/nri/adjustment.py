@@ -43,8 +43,46 @@ class Owners:
     def clear(self, cid: str, field: str, plugin: str, key: str = "") -> None:
         self._owners[(cid, field, key)] = mark_for_removal(plugin)
 
+    def accumulate(self, cid: str, field: str, plugin: str) -> None:
+        """Several plugins may add to ``field`` (OCI hooks): remember them all, "a,b"."""
+        old = self._owners.get((cid, field, ""))
+        self._owners[(cid, field, "")] = f"{old},{plugin}" if old else plugin
+
     def owner(self, cid: str, field: str, key: str = "") -> str | None:
         return self._owners.get((cid, field, key))
+
+    def to_proto(self, cid: str | None = None) -> pb.OwningPlugins:
+        """NRI's ``OwningPlugins`` (what validators get): per container, simple fields by
+        ``api.Field`` number, compound ones (annotations, mounts, env, ...) by key."""
+        out = pb.OwningPlugins()
+        for (c, field, key), plugin in self._owners.items():
+            if cid is not None and c != cid:
+                continue
+            num = pb.Field.Value(field)
+            owners = out.owners[c]
+            if field in COMPOUND_FIELDS:
+                owners.compound[num].owners[key] = plugin
+            else:
+                owners.simple[num] = plugin
+        return out
+
+
+#: Fields owned per key (NRI's compound fields); the others have one owner.
+COMPOUND_FIELDS = frozenset(
+    {
+        "Annotations",
+        "Mounts",
+        "Devices",
+        "CdiDevices",
+        "Env",
+        "HugepageLimits",
+        "CgroupsUnified",
+        "Rlimits",
+        "Namespace",
+        "Sysctl",
+        "LinuxNetDevices",
+    }
+)
 
 
 # Field names as NRI's api.Field enum spells them (used in conflict messages).
@@ -261,6 +299,8 @@ class CreateResult:
         self.container.args.extend(args)
 
     def _hooks(self, hooks: pb.Hooks, plugin: str) -> None:
+        if any(getattr(hooks, field) for field in types.HOOK_KINDS):
+            self.owners.accumulate(self.cid, "OciHooks", plugin)
         for field in types.HOOK_KINDS:
             items = getattr(hooks, field)
             if items:

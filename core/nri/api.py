@@ -18,6 +18,11 @@ DEFAULT_PLUGIN_PATH = "/opt/nri/plugins"
 DEFAULT_PLUGIN_CONFIG_PATH = "/etc/nri/conf.d"
 DEFAULT_REGISTRATION_TIMEOUT = 5.0
 DEFAULT_REQUEST_TIMEOUT = 2.0
+#: The containerd/nri release whose API we speak, sent in ConfigureRequest.NRI_version (as
+#: containerd sends the version of the NRI module it is built with). Go plugin stubs log it and
+#: otherwise try to infer it from the runtime's name, which they only know for containerd and
+#: CRI-O.
+NRI_VERSION = "v0.12.2"
 
 PLUGIN_SOCKET_ENV = "NRI_PLUGIN_SOCKET"
 PLUGIN_NAME_ENV = "NRI_PLUGIN_NAME"

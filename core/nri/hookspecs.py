@@ -35,6 +35,8 @@ HOOKS = {
     "pycontainerd_nri_run_pod_sandbox": "RunPodSandbox",
     "pycontainerd_nri_stop_pod_sandbox": "StopPodSandbox",
     "pycontainerd_nri_remove_pod_sandbox": "RemovePodSandbox",
+    "pycontainerd_nri_update_pod_sandbox": "UpdatePodSandbox",
+    "pycontainerd_nri_post_update_pod_sandbox": "PostUpdatePodSandbox",
     "pycontainerd_nri_create_container": "CreateContainer",
     "pycontainerd_nri_post_create_container": "PostCreateContainer",
     "pycontainerd_nri_start_container": "StartContainer",
@@ -43,6 +45,7 @@ HOOKS = {
     "pycontainerd_nri_post_update_container": "PostUpdateContainer",
     "pycontainerd_nri_stop_container": "StopContainer",
     "pycontainerd_nri_remove_container": "RemoveContainer",
+    "pycontainerd_nri_validate_container_adjustment": "ValidateContainerAdjustment",
 }
 
 
@@ -105,3 +108,23 @@ def pycontainerd_nri_stop_container(pod: Any, container: Any) -> Any:
 @hookspec
 def pycontainerd_nri_remove_container(pod: Any, container: Any) -> None:
     """A container was removed."""
+
+
+@hookspec
+def pycontainerd_nri_update_pod_sandbox(pod: Any, overhead: Any, resources: Any) -> None:
+    """A pod's resources are being updated (``overhead``/``resources``: ``LinuxResources``);
+    raising fails the update."""
+
+
+@hookspec
+def pycontainerd_nri_post_update_pod_sandbox(pod: Any) -> None:
+    """A pod's resources were updated."""
+
+
+@hookspec
+def pycontainerd_nri_validate_container_adjustment(request: Any) -> Any:
+    """Judge the merged adjustment of a container being created
+    (``request``: a ``ValidateContainerAdjustmentRequest`` with the adjustment, who set
+    which field, and the plugins that took part). Return None to accept; a reason (str) or a
+    ``ValidateContainerAdjustmentResponse`` with ``reject`` set, or raising, refuses the
+    container."""

@@ -190,6 +190,7 @@ class TtrpcPlugin(Plugin):
                     runtime_version=runtime_version,
                     registration_timeout=int(self.timeouts.registration * 1000),
                     request_timeout=int(self.timeouts.request * 1000),
+                    NRI_version=api.NRI_VERSION,
                 ),
                 pb.ConfigureResponse,
             )
@@ -373,10 +374,13 @@ class BuiltinPlugin(Plugin):
     async def request(self, event: int, method: str, req: Any, resp_cls: Any) -> Any:
         if self.closed or not self.subscribed(event):
             return None
-        kwargs: dict[str, Any] = {"pod": req.pod}
+        kwargs: dict[str, Any] = {"pod": req.pod, "request": req}
         if "container" in req.DESCRIPTOR.fields_by_name:
             kwargs["container"] = req.container
         if method == "UpdateContainer":
+            kwargs["resources"] = req.linux_resources
+        if method == "UpdatePodSandbox":
+            kwargs["overhead"] = req.overhead_linux_resources
             kwargs["resources"] = req.linux_resources
         try:
             res = await self._invoke(method, **kwargs)
@@ -402,6 +406,8 @@ def _as_response(method: str, res: Any, resp_cls: Any) -> Any:
             if adjust is not None:
                 rpl.adjust.CopyFrom(adjust)
             return rpl
+    if method == "ValidateContainerAdjustment" and isinstance(res, str):
+        return resp_cls(reject=True, reason=res)  # a reason: rejected
     if method in ("UpdateContainer", "StopContainer") and isinstance(res, list | tuple):
         return resp_cls(update=list(res))
     raise errdefs.InvalidArgument(

@@ -7,11 +7,13 @@ A plugin is any object with handler methods named after the events (all optional
     synchronize(pods, containers) -> [ContainerUpdate] | None
     shutdown()
     run_pod_sandbox(pod) / stop_pod_sandbox(pod) / remove_pod_sandbox(pod)
+    update_pod_sandbox(pod, overhead, resources) / post_update_pod_sandbox(pod)
     create_container(pod, container) -> ContainerAdjustment | (adjustment, [updates]) | None
     post_create_container / start_container / post_start_container(pod, container)
     update_container(pod, container, resources) -> [ContainerUpdate] | None
     post_update_container(pod, container) / remove_container(pod, container)
     stop_container(pod, container) -> [ContainerUpdate] | None
+    validate_container_adjustment(request) -> None (accept) | reason (reject) | response
 
 Messages are NRI protos (:data:`pycontainerd.core.nri.api.pb`). The stub subscribes to the
 events the object has handlers for (or to ``events``, a mask or names), connects to the NRI
@@ -44,6 +46,8 @@ _HANDLERS = {
     "run_pod_sandbox": pb.RUN_POD_SANDBOX,
     "stop_pod_sandbox": pb.STOP_POD_SANDBOX,
     "remove_pod_sandbox": pb.REMOVE_POD_SANDBOX,
+    "update_pod_sandbox": pb.UPDATE_POD_SANDBOX,
+    "post_update_pod_sandbox": pb.POST_UPDATE_POD_SANDBOX,
     "create_container": pb.CREATE_CONTAINER,
     "post_create_container": pb.POST_CREATE_CONTAINER,
     "start_container": pb.START_CONTAINER,
@@ -52,6 +56,7 @@ _HANDLERS = {
     "post_update_container": pb.POST_UPDATE_CONTAINER,
     "stop_container": pb.STOP_CONTAINER,
     "remove_container": pb.REMOVE_CONTAINER,
+    "validate_container_adjustment": pb.VALIDATE_CONTAINER_ADJUSTMENT,
 }
 _BY_EVENT = {ev: h for h, ev in _HANDLERS.items()}
 
@@ -88,6 +93,7 @@ class Stub:
         self.request_timeout = api.DEFAULT_REQUEST_TIMEOUT
         self.runtime_name = ""
         self.runtime_version = ""
+        self.runtime_nri_version = ""
         self._mux: mux.Mux | None = None
         self._client: Client | None = None
         self._server: Server | None = None
@@ -198,6 +204,7 @@ class _Service:
     async def Configure(self, req: pb.ConfigureRequest) -> pb.ConfigureResponse:  # noqa: N802
         s = self.stub
         s.runtime_name, s.runtime_version = req.runtime_name, req.runtime_version
+        s.runtime_nri_version = req.NRI_version
         if req.registration_timeout:
             s.registration_timeout = req.registration_timeout / 1000
         if req.request_timeout:
@@ -254,6 +261,26 @@ class _Service:
     async def RemovePodSandbox(self, req: Any) -> Any:  # noqa: N802
         await self._event("remove_pod_sandbox", req.pod)
         return pb.RemovePodSandboxResponse()
+
+    async def UpdatePodSandbox(self, req: Any) -> Any:  # noqa: N802
+        await self._event(
+            "update_pod_sandbox", req.pod, req.overhead_linux_resources, req.linux_resources
+        )
+        return pb.UpdatePodSandboxResponse()
+
+    async def PostUpdatePodSandbox(self, req: Any) -> Any:  # noqa: N802
+        await self._event("post_update_pod_sandbox", req.pod)
+        return pb.PostUpdatePodSandboxResponse()
+
+    async def ValidateContainerAdjustment(  # noqa: N802
+        self, req: pb.ValidateContainerAdjustmentRequest
+    ) -> pb.ValidateContainerAdjustmentResponse:
+        res = await self._event("validate_container_adjustment", req)
+        if isinstance(res, pb.ValidateContainerAdjustmentResponse):
+            return res
+        if res:
+            return pb.ValidateContainerAdjustmentResponse(reject=True, reason=str(res))
+        return pb.ValidateContainerAdjustmentResponse()
 
     async def CreateContainer(self, req: Any) -> pb.CreateContainerResponse:  # noqa: N802
         res = await self._event("create_container", req.pod, req.container)

@@ -118,6 +118,8 @@ class Container:
     additional_gids: tuple[int, ...] = attrs.field(default=(), converter=tuple)
     image_name: str = ""
     image_digest: str = ""
+    #: The seccomp profile Kubernetes asked for: (SecurityProfile.ProfileType, localhost ref).
+    seccomp_profile: tuple[int, str] | None = None
 
     @classmethod
     def from_oci_spec(
@@ -190,6 +192,10 @@ class Container:
             linux.oom_score_adj.value = int(self.oom_score_adj)
         linux.cgroups_path = self.cgroups_path
         linux.sysctl.update(self.sysctl)
+        if self.seccomp_profile is not None:
+            kind, ref = self.seccomp_profile
+            linux.seccomp_profile.profile_type = kind  # type: ignore[assignment]
+            linux.seccomp_profile.localhost_ref = ref
         for r in self.rlimits:
             c.rlimits.add(
                 type=r.get("type", ""), hard=int(r.get("hard", 0)), soft=int(r.get("soft", 0))

@@ -140,6 +140,7 @@ class CRINRI:
             status_reason=st.reason or "",
             status_message=st.message or "",
             image_name=md.image_name,
+            seccomp_profile=seccomp_profile(md.config),
         )
 
     async def _pod_of(self, container: Any, sandbox: Any = None) -> Any:
@@ -255,6 +256,22 @@ class CRINRI:
         except Exception as e:  # noqa: BLE001 - a notification
             log.error("nri: RemovePodSandbox notification for %s failed: %s", sandbox.id, e)
 
+    async def cri_update_pod_sandbox_resources(
+        self, *, sandbox: Any, overhead: Any = None, resources: Any = None
+    ) -> None:
+        """Before UpdatePodSandboxResources takes effect; a plugin's error fails it."""
+        if self.api is None:
+            return
+        await self.api.update_pod_sandbox(
+            self.pod(sandbox),
+            resources_to_nri(overhead) if overhead is not None else None,
+            resources_to_nri(resources) if resources is not None else None,
+        )
+
+    async def cri_post_update_pod_sandbox_resources(self, *, sandbox: Any) -> None:
+        if self.api is not None:
+            await self.api.post_update_pod_sandbox(self.pod(sandbox))
+
     # --- container call points -------------------------------------------------------
 
     async def cri_create_container(
@@ -275,6 +292,7 @@ class CRINRI:
             state="created",
             labels=dict(metadata.config.labels),
             image_name=metadata.image_name,
+            seccomp_profile=seccomp_profile(metadata.config),
         )
         try:
             result = await self.api.create_container(self.pod(sandbox), ctr)
@@ -336,6 +354,15 @@ class CRINRI:
 
     async def cri_post_update_container(self, *, container: Any, sandbox: Any = None) -> None:
         await self._notify("post_update_container", container, sandbox)
+
+
+def seccomp_profile(config: Any) -> tuple[int, str] | None:
+    """The seccomp profile a CRI ContainerConfig asks for, as NRI's (type, localhost ref); the
+    CRI and NRI ProfileType enums number their values alike."""
+    sc = config.linux.security_context
+    if not config.HasField("linux") or not sc.HasField("seccomp"):
+        return None
+    return int(sc.seccomp.profile_type), sc.seccomp.localhost_ref
 
 
 # --- resources: CRI LinuxContainerResources <-> NRI LinuxResources ---------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import attrs
 
+from pycontainerd.core.nri.config import DefaultValidatorConfig
 from pycontainerd.core.plugin import InitContext, Registration, SkipPlugin, hookimpl, types
 
 
@@ -21,6 +22,7 @@ class Config:
     plugin_registration_timeout: str = "5s"
     plugin_request_timeout: str = "2s"
     disable_connections: bool = False
+    default_validator: DefaultValidatorConfig = attrs.Factory(DefaultValidatorConfig)
 
 
 async def _init(ic: InitContext) -> object:
@@ -28,6 +30,7 @@ async def _init(ic: InitContext) -> object:
     from pycontainerd.core import durations
     from pycontainerd.core.nri import NRI, hooks
     from pycontainerd.core.nri import Config as NRIConfig
+    from pycontainerd.core.nri.validator import default_validator
     from pycontainerd.plugins import builtins
 
     cfg: Config = ic.config
@@ -45,8 +48,12 @@ async def _init(ic: InitContext) -> object:
         runtime_name="pycontainerd",
         runtime_version=__version__,
     )
-    pm = hooks.load(builtins.modules())
-    return NRI(nri_cfg, builtin=hooks.builtin_plugins(pm))
+    nri = NRI(nri_cfg)
+    builtin = hooks.builtin_plugins(hooks.load(builtins.modules()), nri.timeouts)
+    if (validator := default_validator(cfg.default_validator, nri.timeouts)) is not None:
+        builtin.insert(0, validator)
+    nri.builtin = builtin
+    return nri
 
 
 @hookimpl

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from typing import Any
 
 import cni as cni_support
 import grpc
+import nritest
 import peers
 import pytest
 from cri import CRIClient, pb
@@ -33,7 +33,6 @@ from daemon import Daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
-PLUGIN = Path(__file__).resolve().parents[1] / "core" / "nri" / "nri_test_plugin.py"
 MEMORY_LIMIT = 64 * 1024 * 1024
 
 
@@ -101,13 +100,7 @@ class Env:
         self.plugin_dir.mkdir(parents=True)
         self.conf_dir.mkdir(parents=True)
         for name, settings in (preinstalled or {}).items():
-            exe = self.plugin_dir / name
-            exe.write_text(
-                f"#!{sys.executable}\nimport runpy\n"
-                f"runpy.run_path({str(PLUGIN)!r}, run_name='__main__')\n"
-            )
-            exe.chmod(0o755)
-            (self.conf_dir / f"{name}.conf").write_text(json.dumps(settings))
+            nritest.install(self.plugin_dir, self.conf_dir, name, settings)
         certs = base / "certs.d" / registry.host
         certs.mkdir(parents=True)
         (certs / "hosts.toml").write_text(
@@ -176,7 +169,7 @@ class Env:
         )
         out = open(self.base / f"{index}-{name}.out", "ab")
         proc = subprocess.Popen(
-            [sys.executable, str(PLUGIN), json.dumps(settings)], stdout=out, stderr=out
+            nritest.command(settings), stdout=out, stderr=out
         )
         out.close()
         self.procs.append(proc)

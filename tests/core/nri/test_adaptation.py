@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import types as pytypes
 from pathlib import Path
 
+import nritest
 import pytest
 
 from pycontainerd.core import errdefs
@@ -18,92 +18,13 @@ from pycontainerd.core.nri import NRI, Config, Container, PodSandbox, apply_adju
 from pycontainerd.core.nri.api import pb
 from pycontainerd.core.plugin import hookimpl
 
-PLUGIN = Path(__file__).with_name("nri_test_plugin.py")
 POD = PodSandbox(id="pod1", name="web", namespace="default", uid="u1")
 EXISTING = Container(id="c0", pod_sandbox_id="pod1", name="old", state="running")
-
-
-def events(log: Path) -> list[dict]:
-    if not log.exists():
-        return []
-    return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-async def wait_for(pred, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-@pytest.fixture
-def paths(tmp_path: Path) -> pytypes.SimpleNamespace:
-    ns = pytypes.SimpleNamespace(
-        root=tmp_path,
-        socket=tmp_path / "run" / "nri.sock",
-        plugins=tmp_path / "plugins",
-        conf=tmp_path / "conf.d",
-    )
-    ns.plugins.mkdir()
-    ns.conf.mkdir()
-    return ns
-
-
-@pytest.fixture
-async def make_nri(paths):
-    made: list[NRI] = []
-
-    async def make(request_timeout: float = 2.0, **kw) -> NRI:
-        cfg = Config(
-            socket_path=str(paths.socket),
-            plugin_path=str(paths.plugins),
-            plugin_config_path=str(paths.conf),
-            request_timeout=request_timeout,
-            registration_timeout=5.0,
-        )
-        nri = NRI(cfg, **kw)
-        made.append(nri)
-
-        async def sync():
-            return [POD], [EXISTING]
-
-        await nri.start(sync=sync)
-        return nri
-
-    yield make
-    for n in made:
-        await n.close()
-
-
-@pytest.fixture
-async def external(paths):
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def run(**settings) -> asyncio.subprocess.Process:
-        settings.setdefault("socket", str(paths.socket))
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(PLUGIN), json.dumps(settings)
-        )
-        procs.append(proc)
-        return proc
-
-    yield run
-    for p in procs:
-        if p.returncode is None:
-            p.kill()
-        await p.wait()
+events, wait_for = nritest.events, nritest.wait_for
 
 
 def install(paths, name: str, settings: dict) -> Path:
-    """A pre-installed plugin NN-name in plugin_path with its config in plugin_config_path."""
-    exe = paths.plugins / name
-    exe.write_text(
-        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(PLUGIN)!r}, run_name='__main__')\n"
-    )
-    exe.chmod(0o755)
-    (paths.conf / f"{name}.conf").write_text(json.dumps(settings))
-    return exe
+    return nritest.install(paths.plugins, paths.conf, name, settings)
 
 
 def spec() -> dict:

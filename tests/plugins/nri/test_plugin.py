@@ -3,10 +3,7 @@ instance it builds running a pre-installed plugin."""
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
+import nritest
 import pytest
 
 from pycontainerd.core.config.codec import decode_plugin_config
@@ -14,8 +11,6 @@ from pycontainerd.core.nri import NRI, Container, PodSandbox
 from pycontainerd.core.plugin import InitContext, SkipPlugin, types
 from pycontainerd.core.plugin.context import PluginSet
 from pycontainerd.plugins.nri import plugin
-
-PLUGIN = Path(__file__).resolve().parents[2] / "core" / "nri" / "nri_test_plugin.py"
 
 
 def test_registration_and_defaults_match_containerd():
@@ -30,6 +25,17 @@ def test_registration_and_defaults_match_containerd():
         "plugin_registration_timeout": "5s",
         "plugin_request_timeout": "2s",
         "disable_connections": False,
+        "default_validator": {
+            "enable": False,
+            "reject_oci_hook_adjustment": False,
+            "reject_runtime_default_seccomp_adjustment": False,
+            "reject_unconfined_seccomp_adjustment": False,
+            "reject_custom_seccomp_adjustment": False,
+            "reject_namespace_adjustment": False,
+            "reject_sysctl_adjustment": False,
+            "required_plugins": [],
+            "tolerate_missing_plugins_annotation": "",
+        },
     }
 
 
@@ -55,13 +61,8 @@ async def test_instance_runs_a_preinstalled_plugin_with_configured_paths(tmp_pat
     plugins, conf = tmp_path / "plugins", tmp_path / "conf.d"
     plugins.mkdir()
     conf.mkdir()
-    exe = plugins / "10-sample"
-    exe.write_text(
-        f"#!{sys.executable}\nimport runpy\nrunpy.run_path({str(PLUGIN)!r}, run_name='__main__')\n"
-    )
-    exe.chmod(0o755)
     log = tmp_path / "log.jsonl"
-    (conf / "sample.conf").write_text(json.dumps({"log": str(log), "adjust": {"env": {"S": "1"}}}))
+    nritest.install(plugins, conf, "10-sample", {"log": str(log), "adjust": {"env": {"S": "1"}}})
     nri = await _init(
         {
             "socket_path": str(tmp_path / "nri.sock"),

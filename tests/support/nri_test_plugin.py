@@ -6,6 +6,8 @@ runs, from plugin_config_path). Every call is appended to settings["log"] as a J
     {"log": path, "adjust": {"env": {...}, "annotations": {...}, "mounts": [{...}],
      "memory_limit": N, "remove_env": [...]}, "sleep": seconds, "crash": true,
      "sync_sleep": seconds (Synchronize takes that long),
+     "validate": {"reject": reason or "", "require_env": NAME} (subscribes as a validator),
+     "hooks": true (adds a prestart hook),
      "events": "createcontainer,...", "update": {"container_id": id, "memory_limit": N}}
 """
 
@@ -16,6 +18,7 @@ import json
 import os
 import sys
 
+from pycontainerd.core.nri import api
 from pycontainerd.core.nri.api import pb
 from pycontainerd.core.nri.stub import Stub
 
@@ -39,7 +42,13 @@ class TestPlugin:
             config=config,
             env={k: v for k, v in os.environ.items() if k.startswith("NRI_")},
         )
-        return self.settings.get("events")
+        if self.settings.get("events"):
+            return self.settings["events"]
+        # everything handled, but validation only when asked for
+        mask = api.VALID_EVENTS & ~api.event_bit(pb.VALIDATE_CONTAINER_ADJUSTMENT)
+        if "validate" in self.settings:
+            mask |= api.event_bit(pb.VALIDATE_CONTAINER_ADJUSTMENT)
+        return mask
 
     async def synchronize(self, pods, containers):
         self.record("Synchronize", pods=[p.id for p in pods], containers=[c.id for c in containers])
@@ -72,6 +81,8 @@ class TestPlugin:
             adj.mounts.add(**m)
         if spec.get("memory_limit"):
             adj.linux.resources.memory.limit.value = spec["memory_limit"]
+        if spec.get("hooks"):
+            adj.hooks.prestart.add(path="/bin/true", args=["true"])
         updates = []
         if self.settings.get("update"):
             u = self.settings["update"]
@@ -102,6 +113,36 @@ class TestPlugin:
     def update_container(self, pod, container, resources):
         self.record("UpdateContainer", pod=pod.id, container=container.id)
         return []
+
+    def update_pod_sandbox(self, pod, overhead, resources):
+        self.record(
+            "UpdatePodSandbox",
+            pod=pod.id,
+            memory_limit=resources.memory.limit.value,
+            overhead_cpu_shares=overhead.cpu.shares.value,
+        )
+
+    def post_update_pod_sandbox(self, pod):
+        self.record("PostUpdatePodSandbox", pod=pod.id)
+
+    def validate_container_adjustment(self, request):
+        owners = request.owners.owners[request.container.id]
+        env_field = pb.Field.Value("Env")
+        self.record(
+            "ValidateContainerAdjustment",
+            container=request.container.id,
+            plugins=[f"{p.index}-{p.name}" for p in request.plugins],
+            env=[f"{e.key}={e.value}" for e in request.adjust.env],
+            env_owners=dict(owners.compound[env_field].owners) if owners.compound else {},
+        )
+        rule = self.settings.get("validate") or {}
+        if rule.get("reject"):
+            return rule["reject"]
+        if rule.get("require_env") and rule["require_env"] not in {
+            e.key for e in request.adjust.env
+        }:
+            return f"env {rule['require_env']} is required"
+        return None
 
     def shutdown(self):
         self.record("Shutdown")
