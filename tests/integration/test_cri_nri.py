@@ -58,12 +58,7 @@ def images(registry: Any, pause: Any, busybox: Any) -> dict[str, str]:
     return {"pause": registry.ref("pause", "3.10"), "busybox": registry.ref("busybox", "latest")}
 
 
-def _events(path: Path) -> list[dict[str, Any]]:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+_events = nritest.events
 
 
 def _wait_for(what: str, fn: Any, timeout: float = 30.0) -> Any:
@@ -91,6 +86,7 @@ class Env:
         request_timeout: str = "2s",
         disable: bool = False,
         preinstalled: dict[str, dict[str, Any]] | None = None,
+        nri_config: str = "",
     ) -> None:
         self.base = base
         self.busybox = images["busybox"]
@@ -132,7 +128,7 @@ class Env:
   plugin_config_path = "{self.conf_dir}"
   plugin_registration_timeout = "5s"
   plugin_request_timeout = "{request_timeout}"
-"""
+{nri_config}"""
         env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
         self.daemon = Daemon(base / "d", config=config, env=env)
         self.cri: CRIClient | None = None
@@ -168,9 +164,7 @@ class Env:
             settings
         )
         out = open(self.base / f"{index}-{name}.out", "ab")
-        proc = subprocess.Popen(
-            nritest.command(settings), stdout=out, stderr=out
-        )
+        proc = subprocess.Popen(nritest.command(settings), stdout=out, stderr=out)
         out.close()
         self.procs.append(proc)
         return proc, log
@@ -183,8 +177,9 @@ class Env:
             labels={"app": name},
         )
 
-    def run_pod(self, name: str) -> tuple[str, Any]:
+    def run_pod(self, name: str, annotations: dict[str, str] | None = None) -> tuple[str, Any]:
         config = self.pod_config(name)
+        config.annotations.update(annotations or {})
         resp = self.rs.RunPodSandbox(pb.RunPodSandboxRequest(config=config), timeout=120)
         self.pods.append(resp.pod_sandbox_id)
         return str(resp.pod_sandbox_id), config
@@ -441,3 +436,66 @@ def test_with_nri_disabled_pods_and_containers_work_and_nothing_listens(make_env
     assert not env.socket.exists()
     env.rs.StopContainer(pb.StopContainerRequest(container_id=cid, timeout=10), timeout=60)
     env.rs.RemoveContainer(pb.RemoveContainerRequest(container_id=cid), timeout=60)
+
+
+def test_default_validator_refuses_injected_hooks_and_missing_required_plugins(
+    make_env: Any,
+) -> None:
+    env = make_env(
+        nri_config="""[plugins."io.containerd.nri.v1.nri".default_validator]
+  enable = true
+  reject_oci_hook_adjustment = true
+  tolerate_missing_plugins_annotation = "tolerate-missing.example.com"
+"""
+    )
+    _proc, log = env.external("hooker", "30", adjust={"hooks": True}, events="createcontainer")
+    _wait_for("hooker", lambda: any(e["event"] == "Synchronize" for e in _events(log)))
+    pod, pcfg = env.run_pod("validated")
+    with pytest.raises(grpc.RpcError) as exc:
+        env.create(pod, pcfg, "hooked", "sleep 100")
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    details = exc.value.details() or ""
+    assert 'validator "00-default-validator" rejected container adjustment' in details, details
+    assert 'plugin "30-hooker" attempted restricted OCI hook injection' in details, details
+    listed = env.rs.ListContainers(pb.ListContainersRequest(), timeout=30).containers
+    assert list(listed) == []
+
+    # pods that require a plugin nobody runs: refused, unless they tolerate missing ones
+    env.procs[0].kill()
+    env.procs[0].wait()
+    needs = {"required-plugins.noderesource.dev/container.needy": "- audit\n"}
+    pod, pcfg = env.run_pod("needs", needs)
+    with pytest.raises(grpc.RpcError) as exc:
+        env.create(pod, pcfg, "needy", "sleep 100")
+    assert exc.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert 'required plugin "audit" not present' in (exc.value.details() or "")
+    env.create(pod, pcfg, "other", "sleep 100")  # the annotation names one container
+    tolerant = {**needs, "tolerate-missing.example.com/pod": "true"}
+    pod, pcfg = env.run_pod("tolerant", tolerant)
+    cid = env.create(pod, pcfg, "needy", "sleep 100")
+    assert env.status(cid).status.state == pb.CONTAINER_CREATED
+
+
+def test_update_pod_sandbox_resources_reaches_plugins(make_env: Any) -> None:
+    env = make_env()
+    _proc, log = env.external("watcher", "30")
+    _wait_for("watcher", lambda: any(e["event"] == "Synchronize" for e in _events(log)))
+    pod, _pcfg = env.run_pod("resized")
+    env.rs.UpdatePodSandboxResources(
+        pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod,
+            overhead=pb.LinuxContainerResources(cpu_shares=10),
+            resources=pb.LinuxContainerResources(memory_limit_in_bytes=MEMORY_LIMIT),
+        ),
+        timeout=30,
+    )
+    _wait_for("post update", lambda: len([e for e in _events(log) if "Update" in e["event"]]) == 2)
+    got = [e for e in _events(log) if "Update" in e["event"]]
+    assert got[0] == {
+        **got[0],
+        "event": "UpdatePodSandbox",
+        "pod": pod,
+        "memory_limit": MEMORY_LIMIT,
+        "overhead_cpu_shares": 10,
+    }
+    assert got[1]["event"] == "PostUpdatePodSandbox" and got[1]["pod"] == pod
