@@ -2,30 +2,27 @@
 ``pycontainerd.plugins.cri.server.RUNTIME_HANDLER_MODULES``):
 
 * ``StreamPodSandboxes``: the ``ListPodSandbox`` answer (same filter), as one stream message;
-* ``ListMetricDescriptors``: the cAdvisor-style descriptors containerd advertises (names,
-  help texts and label keys as containerd 2.x has them);
-* ``ListPodSandboxMetrics`` / ``StreamPodSandboxMetrics``: per READY pod, metrics built from
-  :func:`pycontainerd.plugins.cri.sandbox.stats.pod_sandbox_stats` (pod cgroup, pod network
-  and the stats of its containers); nothing is sampled twice;
+* ``ListMetricDescriptors``: the cAdvisor-named descriptors of
+  :mod:`pycontainerd.plugins.cri.sandbox.metrics` (containerd 2.x's label keys);
+* ``ListPodSandboxMetrics`` / ``StreamPodSandboxMetrics``: per READY pod, the pod's series
+  (its network namespace, its cgroup when it has a parent) and those of its running
+  containers (their cgroups, processes, writable layers), read by that module in one
+  worker thread;
 * ``UpdatePodSandboxResources``: as containerd does, the sandbox is looked up, NRI is told
   (``cri_update_pod_sandbox_resources`` then ``cri_post_update_pod_sandbox_resources`` when
   ``c.nri`` has them) and the resources are remembered on the sandbox; no cgroup is written
   (kubelet resizes the pod cgroup itself);
 * ``CheckpointContainer``: containerd's CRIU check first (error shaped as containerd's), then
   the container lookup; checkpointing itself is not implemented (UNIMPLEMENTED).
-
-Metric label values follow the descriptor's label keys (``id``, ``name``, then ``interface``
-or ``failure_type``/``scope``): ``id``/``name`` are the container's, or the pod's for the
-pod-level metrics. Values are the UInt64 the CRI carries, so seconds are truncated.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import shutil
 import subprocess
-import time
 import weakref
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,245 +40,69 @@ async def stream_pod_sandboxes(c: Any, request: Any, context: Any) -> AsyncItera
     yield _pb().StreamPodSandboxesResponse(pod_sandboxes=(await _manager(c)).list(flt))
 
 
-# --- ListMetricDescriptors ---------------------------------------------------------------
-
-_BASE = ("id", "name")
-_IFACE = (*_BASE, "interface")
-_DEVICE = (*_BASE, "device")
-
-#: (name, help, label keys), grouped as containerd groups them (cpu, memory, network, disk
-#: usage, disk io, processes).
-DESCRIPTORS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    ("container_cpu_user_seconds_total", "Cumulative user CPU time consumed in seconds.", _BASE),
-    (
-        "container_cpu_system_seconds_total",
-        "Cumulative system CPU time consumed in seconds.",
-        _BASE,
-    ),
-    ("container_cpu_usage_seconds_total", "Cumulative CPU time consumed in seconds.", _BASE),
-    ("container_cpu_cfs_periods_total", "Number of elapsed enforcement period intervals.", _BASE),
-    ("container_cpu_cfs_throttled_periods_total", "Number of throttled period intervals.", _BASE),
-    (
-        "container_cpu_cfs_throttled_seconds_total",
-        "Total time duration the container has been throttled.",
-        _BASE,
-    ),
-    ("container_memory_cache", "Number of bytes of page cache memory.", _BASE),
-    ("container_memory_rss", "Size of RSS in bytes.", _BASE),
-    ("container_memory_kernel_usage", "Size of kernel memory allocated in bytes.", _BASE),
-    ("container_memory_mapped_file", "Size of memory mapped files in bytes.", _BASE),
-    ("container_memory_swap", "Container swap usage in bytes.", _BASE),
-    (
-        "container_memory_failcnt",
-        "Number of times container memory usage has hit its cgroup v1 upper memory limit, "
-        "for cg2 this value is not currently supported",
-        _BASE,
-    ),
-    (
-        "container_memory_usage_bytes",
-        "Current memory usage in bytes, including all memory regardless of when it was accessed",
-        _BASE,
-    ),
-    ("container_memory_max_usage_bytes", "Maximum memory usage recorded in bytes", _BASE),
-    ("container_memory_working_set_bytes", "Current working set in bytes.", _BASE),
-    (
-        "container_memory_total_active_file_bytes",
-        "Current total active cache memory in file on disk, in bytes.",
-        _BASE,
-    ),
-    (
-        "container_memory_total_inactive_file_bytes",
-        "Current total inactive cache memory in file, in bytes.",
-        _BASE,
-    ),
-    (
-        "container_memory_failures_total",
-        "Cumulative count of memory allocation failures.",
-        (*_BASE, "failure_type", "scope"),
-    ),
-    ("container_network_receive_bytes_total", "Cumulative count of bytes received", _IFACE),
-    ("container_network_receive_packets_total", "Cumulative count of packets received", _IFACE),
-    (
-        "container_network_receive_packets_dropped_total",
-        "Cumulative count of packets dropped while receiving",
-        _IFACE,
-    ),
-    (
-        "container_network_receive_errors_total",
-        "Cumulative count of errors encountered while receiving",
-        _IFACE,
-    ),
-    ("container_network_transmit_bytes_total", "Cumulative count of bytes transmitted", _IFACE),
-    (
-        "container_network_transmit_packets_total",
-        "Cumulative count of packets transmitted",
-        _IFACE,
-    ),
-    (
-        "container_network_transmit_packets_dropped_total",
-        "Cumulative count of packets dropped while transmitting",
-        _IFACE,
-    ),
-    (
-        "container_network_transmit_errors_total",
-        "Cumulative count of errors encountered while transmitting",
-        _IFACE,
-    ),
-    ("container_fs_inodes_free", "Number of available Inodes", _DEVICE),
-    ("container_fs_inodes_total", "Number of Inodes", _DEVICE),
-    (
-        "container_fs_limit_bytes",
-        "Number of bytes that can be consumed by the container on this filesystem.",
-        _DEVICE,
-    ),
-    (
-        "container_fs_usage_bytes",
-        "Number of bytes that are consumed by the container on this filesystem.",
-        _DEVICE,
-    ),
-    ("container_fs_reads_bytes_total", "Cumulative count of bytes read", _DEVICE),
-    ("container_fs_reads_total", "Cumulative count of reads completed", _DEVICE),
-    ("container_fs_sector_reads_total", "Cumulative count of sector reads completed", _DEVICE),
-    ("container_fs_reads_merged_total", "Cumulative count of reads merged", _DEVICE),
-    ("container_fs_read_seconds_total", "Cumulative count of seconds spent reading", _DEVICE),
-    ("container_fs_writes_bytes_total", "Cumulative count of bytes written", _DEVICE),
-    ("container_fs_writes_total", "Cumulative count of writes completed", _DEVICE),
-    ("container_fs_sector_writes_total", "Cumulative count of sector writes completed", _DEVICE),
-    ("container_fs_writes_merged_total", "Cumulative count of writes merged", _DEVICE),
-    ("container_fs_write_seconds_total", "Cumulative count of seconds spent writing", _DEVICE),
-    ("container_fs_io_current", "Number of I/Os currently in progress", _DEVICE),
-    ("container_fs_io_time_seconds_total", "Cumulative count of seconds spent doing I/Os", _DEVICE),
-    (
-        "container_fs_io_time_weighted_seconds_total",
-        "Cumulative weighted I/O time in seconds",
-        _DEVICE,
-    ),
-    (
-        "container_blkio_device_usage_total",
-        "Blkio device bytes usage",
-        (*_DEVICE, "major", "minor", "operation"),
-    ),
-    ("container_processes", "Number of processes running inside the container.", _BASE),
-    (
-        "container_threads_max",
-        "Maximum number of threads allowed inside the container, infinity if value is zero",
-        _BASE,
-    ),
-)
+# --- ListMetricDescriptors / ListPodSandboxMetrics / StreamPodSandboxMetrics -------------
 
 
 async def list_metric_descriptors(c: Any, request: Any, context: Any) -> Any:
-    pb = _pb()
-    return pb.ListMetricDescriptorsResponse(
-        descriptors=[pb.MetricDescriptor(name=n, help=h, label_keys=k) for n, h, k in DESCRIPTORS]
-    )
+    from pycontainerd.plugins.cri.sandbox import metrics
+
+    return _pb().ListMetricDescriptorsResponse(descriptors=metrics.descriptors())
 
 
-# --- ListPodSandboxMetrics / StreamPodSandboxMetrics -------------------------------------
+async def _metric_targets(c: Any) -> list[Any]:
+    """What to read for each READY pod and its running containers."""
+    from pycontainerd.plugins.cri.sandbox import metrics, stats
 
-_NS = 1_000_000_000
-
-
-def _metric(name: str, kind: str, labels: list[str], value: int, ts: int) -> Any:
-    pb = _pb()
-    m = pb.Metric(
-        name=name,
-        timestamp=ts,
-        metric_type=pb.MetricType.Value(kind),
-        label_values=labels,
-    )
-    m.value.value = max(0, int(value))
-    return m
-
-
-def _cpu_memory(labels: list[str], cpu: Any, memory: Any, ts: int) -> list[Any]:
-    """Metrics of a ``CpuUsage`` and a ``MemoryUsage`` (either may be unset)."""
-    out = []
-    if cpu.HasField("usage_core_nano_seconds"):
-        out.append(
-            _metric(
-                "container_cpu_usage_seconds_total",
-                "COUNTER",
-                labels,
-                cpu.usage_core_nano_seconds.value // _NS,
-                cpu.timestamp or ts,
-            )
-        )
-    if memory.HasField("usage_bytes"):
-        mts = memory.timestamp or ts
-        for name, field in (
-            ("container_memory_usage_bytes", "usage_bytes"),
-            ("container_memory_working_set_bytes", "working_set_bytes"),
-            ("container_memory_rss", "rss_bytes"),
-        ):
-            out.append(_metric(name, "GAUGE", labels, getattr(memory, field).value, mts))
-        for failure, field in (("pgfault", "page_faults"), ("pgmajfault", "major_page_faults")):
-            out.append(
-                _metric(
-                    "container_memory_failures_total",
-                    "COUNTER",
-                    [*labels, failure, "container"],
-                    getattr(memory, field).value,
-                    mts,
+    sandboxes = await _manager(c)
+    containers = getattr(c, "container_manager", None)
+    images = getattr(c, "images", None)
+    if images is not None and containers is not None:
+        with contextlib.suppress(Exception):  # usage may then be a second old: still fine
+            await images.snapshot_store.sync(max_age=1.0)
+    targets = []
+    for sb in list(sandboxes.store):
+        if str(getattr(sb.state, "value", sb.state)) != "SANDBOX_READY":
+            continue
+        ctrs = []
+        for ctr in containers.store.by_sandbox(sb.id) if containers is not None else []:
+            if ctr.state() != "CONTAINER_RUNNING" or ctr.status.pid <= 0:
+                continue
+            fs_path, fs_used = "", None
+            if images is not None:
+                fs_path = images.image_fs_paths.get(ctr.snapshotter, "")
+                with contextlib.suppress(errdefs.ContainerdError):
+                    fs_used = images.get_snapshot(ctr.id, ctr.snapshotter).size
+            image = ctr.config.image
+            ctrs.append(
+                metrics.ContainerTarget(
+                    id=ctr.id,
+                    name=ctr.config.metadata.name,
+                    image=image.user_specified_image or image.image,
+                    pid=ctr.status.pid,
+                    started_at=ctr.status.started_at,
+                    fs_path=fs_path,
+                    fs_used=fs_used,
                 )
             )
-    return out
-
-
-def _network(labels: list[str], network: Any, ts: int) -> list[Any]:
-    out = []
-    ifaces = list(network.interfaces)
-    if network.HasField("default_interface"):
-        ifaces.insert(0, network.default_interface)
-    nts = network.timestamp or ts
-    for iface in ifaces:
-        il = [*labels, iface.name]
-        for name, field in (
-            ("container_network_receive_bytes_total", "rx_bytes"),
-            ("container_network_receive_errors_total", "rx_errors"),
-            ("container_network_transmit_bytes_total", "tx_bytes"),
-            ("container_network_transmit_errors_total", "tx_errors"),
-        ):
-            out.append(_metric(name, "COUNTER", il, getattr(iface, field).value, nts))
-    return out
-
-
-def to_metrics(pod_stats: Any) -> Any:
-    """``PodSandboxMetrics`` of a ``PodSandboxStats``."""
-    pb = _pb()
-    ts = time.time_ns()
-    attrs_ = pod_stats.attributes
-    linux = pod_stats.linux
-    labels = [attrs_.id, attrs_.metadata.name]
-    out = pb.PodSandboxMetrics(pod_sandbox_id=attrs_.id)
-    out.metrics.extend(_cpu_memory(labels, linux.cpu, linux.memory, ts))
-    if linux.process.HasField("process_count"):
-        out.metrics.append(
-            _metric(
-                "container_processes",
-                "GAUGE",
-                labels,
-                linux.process.process_count.value,
-                linux.process.timestamp or ts,
+        config = sb.config
+        parent = config.linux.cgroup_parent
+        targets.append(
+            metrics.PodTarget(
+                id=sb.id,
+                name=config.metadata.name,
+                namespace=config.metadata.namespace,
+                cgroup=stats.cgroup_relpath(parent) if parent else "",
+                netns_pid=int(sb.status.pid or 0) if sb.netns_path else 0,
+                containers=tuple(ctrs),
             )
         )
-    out.metrics.extend(_network(labels, linux.network, ts))
-    for cs in linux.containers:
-        clabels = [cs.attributes.id, cs.attributes.metadata.name]
-        out.container_metrics.append(
-            pb.ContainerMetrics(
-                container_id=cs.attributes.id,
-                metrics=_cpu_memory(clabels, cs.cpu, cs.memory, ts),
-            )
-        )
-    return out
+    return targets
 
 
 async def _pod_metrics(c: Any) -> list[Any]:
-    from pycontainerd.plugins.cri.sandbox import stats
+    from pycontainerd.plugins.cri.sandbox import metrics
 
-    await _manager(c)
-    return [to_metrics(s) for s in await stats.list_stats(c, None)]
+    return await asyncio.to_thread(metrics.collect, await _metric_targets(c))
 
 
 async def list_pod_sandbox_metrics(c: Any, request: Any, context: Any) -> Any:

@@ -54,15 +54,23 @@ def _read_kv(path: Path) -> dict[str, int]:
     return out
 
 
-def _cgroup_usage(parent: str) -> dict[str, int] | None:
-    """cpu (ns), memory usage, inactive file, rss, faults and process count of the cgroup
-    ``parent``; None when the cgroup does not exist."""
+def cgroup_relpath(parent: str) -> str:
+    """Where the pod cgroup ``parent`` lives under a hierarchy's root: cgroupfs parents as
+    they are, a systemd slice nested under its ancestors (``a-b.slice`` at
+    ``a.slice/a-b.slice``)."""
     rel = parent.strip("/")
-    if rel.endswith(".slice"):  # systemd: a-b.slice lives at a.slice/a-b.slice
+    if rel.endswith(".slice"):
         parts = rel.split("-")[:-1]
         rel = "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts))) + (
             "/" + rel if parts else rel
         )
+    return rel
+
+
+def _cgroup_usage(parent: str) -> dict[str, int] | None:
+    """cpu (ns), memory usage, inactive file, rss, faults and process count of the cgroup
+    ``parent``; None when the cgroup does not exist."""
+    rel = cgroup_relpath(parent)
     if (CGROUP_ROOT / "cgroup.controllers").exists():  # v2
         d = CGROUP_ROOT / rel
         if not d.is_dir():

@@ -1,17 +1,22 @@
 """StreamPodSandboxes, ListMetricDescriptors, List/StreamPodSandboxMetrics,
-UpdatePodSandboxResources and CheckpointContainer over CRI (in-process daemon; sandboxes are
-put in the store directly, pod usage comes from a fake cgroup v2 tree)."""
+UpdatePodSandboxResources and CheckpointContainer over CRI (in-process daemon; sandboxes and
+containers are put in the stores directly, pod usage comes from a fake cgroup v2 tree)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import cri_metrics
 import grpc
 import pytest
 
 from pycontainerd.api.k8s.cri.runtime.v1 import api_pb2 as pb
-from pycontainerd.plugins.cri.sandbox import extra, stats
+from pycontainerd.plugins.cri.container.store import Container
+from pycontainerd.plugins.cri.container.store import Metadata as ContainerMetadata
+from pycontainerd.plugins.cri.container.store import Status as ContainerStatus
+from pycontainerd.plugins.cri.sandbox import extra, metrics
 from pycontainerd.plugins.cri.sandbox.store import Metadata, Sandbox, State
 
 
@@ -27,6 +32,16 @@ def _sandbox(id_: str, name: str, state: State = State.READY, parent: str = "") 
     return sb
 
 
+def _container(id_: str, sandbox_id: str, name: str, pid: int = 0, started_at: int = 0):
+    config = pb.ContainerConfig(
+        metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image="busybox")
+    )
+    md = ContainerMetadata(id=id_, name=name, sandbox_id=sandbox_id, config=config)
+    return Container(
+        metadata=md, status=ContainerStatus(created_at=1, pid=pid, started_at=started_at)
+    )
+
+
 async def _add(cri_daemon: Any, *sandboxes: Sandbox) -> None:
     m = cri_daemon.service.sandboxes
     await m.wait_started()
@@ -35,7 +50,7 @@ async def _add(cri_daemon: Any, *sandboxes: Sandbox) -> None:
 
 
 def _fake_pod_cgroup(root: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    monkeypatch.setattr(stats, "CGROUP_ROOT", root)
+    monkeypatch.setattr(metrics, "CGROUP_ROOT", root)
     (root / name).mkdir(parents=True)
     (root / "cgroup.controllers").write_text("cpu memory pids\n")
     (root / name / "cpu.stat").write_text("usage_usec 7500000\n")
@@ -62,34 +77,18 @@ async def test_stream_pod_sandboxes_is_list_pod_sandbox_streamed(cri_daemon):
     assert [s.id for r in only for s in r.pod_sandboxes] == ["b" * 64]
 
 
-async def test_list_metric_descriptors_are_containerds(cri_daemon):
+async def test_list_metric_descriptors_are_the_metrics_modules(cri_daemon):
     resp = await cri_daemon.cri.runtime.ListMetricDescriptors(pb.ListMetricDescriptorsRequest())
+    assert list(resp.descriptors) == metrics.descriptors()
+    assert cri_metrics.descriptor_problems(resp.descriptors) == []
     by_name = {d.name: d for d in resp.descriptors}
-    assert len(by_name) == len(resp.descriptors) == len(extra.DESCRIPTORS)
     cpu = by_name["container_cpu_usage_seconds_total"]
-    assert (cpu.help, list(cpu.label_keys)) == (
-        "Cumulative CPU time consumed in seconds.",
-        ["id", "name"],
-    )
-    for name in (
-        "container_memory_usage_bytes",
-        "container_memory_working_set_bytes",
-        "container_processes",
-    ):
-        assert list(by_name[name].label_keys) == ["id", "name"]
-    rx = by_name["container_network_receive_bytes_total"]
-    assert list(rx.label_keys) == ["id", "name", "interface"]
-    assert rx.help == "Cumulative count of bytes received"
-    assert list(by_name["container_memory_failures_total"].label_keys) == [
-        "id",
-        "name",
-        "failure_type",
-        "scope",
-    ]
+    assert list(cpu.label_keys) == ["pod", "namespace", "container", "id", "image"]
+    assert cpu.help
 
 
-def _values(metrics: Any) -> dict[tuple[str, ...], int]:
-    return {(m.name, *m.label_values): m.value.value for m in metrics}
+def _values(metrics_: Any) -> dict[tuple[str, ...], int]:
+    return {(m.name, *m.label_values): m.value.value for m in metrics_}
 
 
 async def test_pod_sandbox_metrics_from_the_pod_cgroup(cri_daemon, tmp_path, monkeypatch):
@@ -104,13 +103,13 @@ async def test_pod_sandbox_metrics_from_the_pod_cgroup(cri_daemon, tmp_path, mon
     assert [p.pod_sandbox_id for p in resp.pod_metrics] == ["c" * 64]
     pod = resp.pod_metrics[0]
     got = _values(pod.metrics)
-    labels = ("c" * 64, "web")
+    labels = ("web", "ns", "", "c" * 64, "")
     assert got[("container_cpu_usage_seconds_total", *labels)] == 7
     assert got[("container_memory_usage_bytes", *labels)] == 10000
     assert got[("container_memory_working_set_bytes", *labels)] == 6000
     assert got[("container_memory_rss", *labels)] == 6000
-    assert got[("container_memory_failures_total", *labels, "pgfault", "container")] == 11
-    assert got[("container_memory_failures_total", *labels, "pgmajfault", "container")] == 3
+    assert got[("container_memory_failures_total", *labels, "pgfault", "hierarchy")] == 11
+    assert got[("container_memory_failures_total", *labels, "pgmajfault", "hierarchy")] == 3
     assert got[("container_processes", *labels)] == 5
     kinds = {m.name: m.metric_type for m in pod.metrics}
     assert kinds["container_cpu_usage_seconds_total"] == pb.COUNTER
@@ -123,35 +122,25 @@ async def test_pod_sandbox_metrics_from_the_pod_cgroup(cri_daemon, tmp_path, mon
     assert [p.pod_sandbox_id for p in streamed[0].pod_sandbox_metrics] == ["c" * 64]
 
 
-def test_metrics_of_pod_stats_cover_network_and_containers():
-    st = pb.PodSandboxStats(
-        attributes=pb.PodSandboxAttributes(id="p1", metadata=pb.PodSandboxMetadata(name="web"))
-    )
-    net = st.linux.network
-    net.timestamp = 42
-    net.default_interface.name = "eth0"
-    net.default_interface.rx_bytes.value = 100
-    net.default_interface.tx_bytes.value = 200
-    other = net.interfaces.add(name="net1")
-    other.rx_errors.value = 1
-    cs = st.linux.containers.add(
-        attributes=pb.ContainerAttributes(id="c1", metadata=pb.ContainerMetadata(name="app"))
-    )
-    cs.cpu.timestamp = 9
-    cs.cpu.usage_core_nano_seconds.value = 3_500_000_000
-    cs.memory.usage_bytes.value = 50
-    cs.memory.working_set_bytes.value = 40
-    got = extra.to_metrics(st)
-    pod = _values(got.metrics)
-    assert pod[("container_network_receive_bytes_total", "p1", "web", "eth0")] == 100
-    assert pod[("container_network_transmit_bytes_total", "p1", "web", "eth0")] == 200
-    assert pod[("container_network_receive_errors_total", "p1", "web", "net1")] == 1
-    assert {m.timestamp for m in got.metrics} == {42}
-    assert [c.container_id for c in got.container_metrics] == ["c1"]
-    ctr = _values(got.container_metrics[0].metrics)
-    assert ctr[("container_cpu_usage_seconds_total", "c1", "app")] == 3
-    assert ctr[("container_memory_working_set_bytes", "c1", "app")] == 40
-    assert ("container_processes", "c1", "app") not in ctr
+async def test_pod_sandbox_metrics_read_running_containers_only(cri_daemon, monkeypatch):
+    """A RUNNING container's series come from its init process (here: this test process,
+    its real cgroup and /proc); a created one has none."""
+    await _add(cri_daemon, _sandbox("e" * 64, "web"))
+    store = cri_daemon.service.container_manager.store
+    running = _container("1" * 64, "e" * 64, "app", pid=os.getpid(), started_at=5 * 10**9)
+    store.add(running)
+    store.add(_container("2" * 64, "e" * 64, "created"))
+    resp = await cri_daemon.cri.runtime.ListPodSandboxMetrics(pb.ListPodSandboxMetricsRequest())
+    [pod] = resp.pod_metrics
+    assert list(pod.metrics) == []  # no cgroup parent, no network namespace
+    assert [c.container_id for c in pod.container_metrics] == ["1" * 64]
+    got = {m.name: m for m in pod.container_metrics[0].metrics}
+    start = got["container_start_time_seconds"]
+    assert list(start.label_values) == ["web", "ns", "app", "1" * 64, "busybox"]
+    assert start.value.value == 5
+    assert got["container_threads"].value.value >= 1
+    assert got["container_file_descriptors"].value.value >= 3
+    assert got["container_memory_usage_bytes"].value.value > 0
 
 
 class _NRI:
