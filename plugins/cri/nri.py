@@ -141,6 +141,7 @@ class CRINRI:
             status_message=st.message or "",
             image_name=md.image_name,
             seccomp_profile=seccomp_profile(md.config),
+            cdi_devices=[d.name for d in md.config.CDI_devices],
         )
 
     async def _pod_of(self, container: Any, sandbox: Any = None) -> Any:
@@ -293,10 +294,20 @@ class CRINRI:
             labels=dict(metadata.config.labels),
             image_name=metadata.image_name,
             seccomp_profile=seccomp_profile(metadata.config),
+            cdi_devices=[d.name for d in metadata.config.CDI_devices],
         )
         try:
             result = await self.api.create_container(self.pod(sandbox), ctr)
-            self.api.apply_adjustment(spec, result.adjustment)
+            if result.adjustment.CDI_devices:  # resolving them reads spec files
+                from pycontainerd.plugins.cri.container import cdi
+
+                cfg = self.c.config
+                inject = cdi.injector(enabled=cfg.enable_cdi, spec_dirs=cfg.cdi_spec_dirs)
+                await asyncio.to_thread(
+                    self.api.apply_adjustment, spec, result.adjustment, cdi_injector=inject
+                )
+            else:
+                self.api.apply_adjustment(spec, result.adjustment)
         except errdefs.ContainerdError as e:
             raise errdefs.from_code(
                 e.code, f"nri: failed to adjust container {metadata.name!r}: {e}"

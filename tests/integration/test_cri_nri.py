@@ -87,6 +87,7 @@ class Env:
         disable: bool = False,
         preinstalled: dict[str, dict[str, Any]] | None = None,
         nri_config: str = "",
+        runtime_config: str = "",
     ) -> None:
         self.base = base
         self.busybox = images["busybox"]
@@ -108,7 +109,7 @@ class Env:
 
 [{rt}]
   restrict_oom_score_adj = true
-[{rt}.cni]
+{runtime_config}[{rt}.cni]
   bin_dirs = ["{network.bin_dir}"]
   conf_dir = "{network.conf_dir}"
 [{rt}.containerd.runtimes.runc]
@@ -184,13 +185,14 @@ class Env:
         self.pods.append(resp.pod_sandbox_id)
         return str(resp.pod_sandbox_id), config
 
-    def create(self, pod: str, pod_config: Any, name: str, script: str) -> str:
+    def create(self, pod: str, pod_config: Any, name: str, script: str, **extra: Any) -> str:
         config = pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name),
             image=pb.ImageSpec(image=self.busybox),
             command=["/bin/sh", "-c"],
             args=[script],
             log_path=f"{name}.log",
+            **extra,
         )
         resp = self.rs.CreateContainer(
             pb.CreateContainerRequest(pod_sandbox_id=pod, config=config, sandbox_config=pod_config),
@@ -499,3 +501,68 @@ def test_update_pod_sandbox_resources_reaches_plugins(make_env: Any) -> None:
         "overhead_cpu_shares": 10,
     }
     assert got[1]["event"] == "PostUpdatePodSandbox" and got[1]["pod"] == pod
+
+
+def test_cdi_devices_from_the_cri_field_annotations_and_an_nri_plugin(make_env: Any) -> None:
+    spec_dir = Path(tempfile.mkdtemp(prefix="cdi", dir="/tmp"))
+    try:
+        (spec_dir / "test.yaml").write_text(
+            "cdiVersion: 0.6.0\n"
+            "kind: pycontainerd.test/device\n"
+            "containerEdits:\n  env: [CDI_VENDOR=test]\n"
+            "devices:\n"
+            "- name: 'null'\n"
+            "  containerEdits:\n"
+            "    env: [CDI_NULL=1]\n"
+            "    deviceNodes: [{path: /dev/cdi-null, hostPath: /dev/null}]\n"
+            "- name: zero\n"
+            "  containerEdits:\n"
+            "    deviceNodes: [{path: /dev/cdi-zero, hostPath: /dev/zero}]\n"
+            "- name: full\n"
+            "  containerEdits:\n"
+            "    deviceNodes: [{path: /dev/cdi-full, hostPath: /dev/full}]\n"
+        )
+        env = make_env(runtime_config=f'  cdi_spec_dirs = ["{spec_dir}"]\n')
+        _proc, log = env.external(
+            "cdi", "30", adjust={"cdi_devices": ["pycontainerd.test/device=full"]}
+        )
+        _wait_for("cdi plugin", lambda: any(e["event"] == "Synchronize" for e in _events(log)))
+        pod, pcfg = env.run_pod("cdi")
+        cid = env.create(
+            pod,
+            pcfg,
+            "devices",
+            "sleep 100",
+            CDI_devices=[pb.CDIDevice(name="pycontainerd.test/device=null")],
+            annotations={"cdi.k8s.io/extra": "pycontainerd.test/device=zero"},
+        )
+        env.start_c(cid)
+        r = env.exec_sync(
+            cid, ["/bin/sh", "-c", "ls /dev/cdi-null /dev/cdi-zero /dev/cdi-full; env"]
+        )
+        out = r.stdout.decode()
+        assert r.exit_code == 0, (out, r.stderr)
+        for line in ("/dev/cdi-null", "/dev/cdi-zero", "/dev/cdi-full", "CDI_NULL=1"):
+            assert line in out.splitlines(), out
+        assert "CDI_VENDOR=test" in out
+        # writing to the injected /dev/null works: the cgroup allows the device
+        w = env.exec_sync(cid, ["/bin/sh", "-c", "echo x > /dev/cdi-null && echo ok"])
+        assert w.stdout.decode().strip() == "ok", w.stderr
+
+        with pytest.raises(grpc.RpcError) as exc:
+            env.create(
+                pod,
+                pcfg,
+                "missing",
+                "sleep 100",
+                CDI_devices=[pb.CDIDevice(name="pycontainerd.test/device=nosuch")],
+            )
+        assert exc.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "pycontainerd.test/device=nosuch" in (exc.value.details() or "")
+        names = [
+            c.metadata.name
+            for c in env.rs.ListContainers(pb.ListContainersRequest(), timeout=30).containers
+        ]
+        assert names == ["devices"]
+    finally:
+        shutil.rmtree(spec_dir, ignore_errors=True)

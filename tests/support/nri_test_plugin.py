@@ -7,7 +7,7 @@ runs, from plugin_config_path). Every call is appended to settings["log"] as a J
      "memory_limit": N, "remove_env": [...]}, "sleep": seconds, "crash": true,
      "sync_sleep": seconds (Synchronize takes that long),
      "validate": {"reject": reason or "", "require_env": NAME} (subscribes as a validator),
-     "hooks": true (adds a prestart hook),
+     "hooks": true (adds a prestart hook), "cdi_devices": [names],
      "events": "createcontainer,...", "update": {"container_id": id, "memory_limit": N}}
 """
 
@@ -81,6 +81,8 @@ class TestPlugin:
             adj.mounts.add(**m)
         if spec.get("memory_limit"):
             adj.linux.resources.memory.limit.value = spec["memory_limit"]
+        for name in spec.get("cdi_devices") or []:
+            adj.CDI_devices.add(name=name)
         if spec.get("hooks"):
             adj.hooks.prestart.add(path="/bin/true", args=["true"])
         updates = []

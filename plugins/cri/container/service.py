@@ -38,7 +38,7 @@ from pycontainerd.core.runtime.spec import (
     to_any,
 )
 from pycontainerd.plugins.cri import constants
-from pycontainerd.plugins.cri.container import sandboxes
+from pycontainerd.plugins.cri.container import cdi, sandboxes
 from pycontainerd.plugins.cri.container import spec as specs
 from pycontainerd.plugins.cri.container.store import (
     CREATED,
@@ -452,6 +452,14 @@ class ContainerManager:
             options=options,
             target_pid=target_pid,
         )
+        if devices := cdi.requested(config):
+            await asyncio.to_thread(
+                cdi.inject,
+                spec,
+                devices,
+                enabled=cfg.enable_cdi,
+                spec_dirs=cfg.cdi_spec_dirs,
+            )
         if not stop_signal:
             stop_signal = str(image_config.get("StopSignal") or "")
         log_path = ""
