@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pycontainerd.core import cdi, errdefs
+from pycontainerd.core import errdefs
+
+if TYPE_CHECKING:
+    from pycontainerd.core.cdi import Registry
 
 log = logging.getLogger(__name__)
 
-_registries: dict[tuple[str, ...], cdi.Registry] = {}
+#: The annotation prefix of CDI devices (``pycontainerd.core.cdi.ANNOTATION_PREFIX``), here so
+#: that containers without CDI devices do not load the CDI code.
+_ANNOTATION_PREFIX = "cdi.k8s.io/"
+
+_registries: dict[tuple[str, ...], Registry] = {}
 
 
-def registry(spec_dirs: Sequence[str]) -> cdi.Registry:
+def registry(spec_dirs: Sequence[str]) -> Registry:
     """The registry of ``spec_dirs`` (one per set of directories, kept for the process)."""
+    from pycontainerd.core import cdi
+
     key = tuple(spec_dirs)
     reg = _registries.get(key)
     if reg is None:
@@ -35,6 +44,10 @@ def requested(config: Any) -> list[str]:
     for d in config.CDI_devices:
         if d.name not in names:
             names.append(d.name)
+    if not any(k.startswith(_ANNOTATION_PREFIX) for k in config.annotations):
+        return names
+    from pycontainerd.core import cdi
+
     try:
         from_annotations = cdi.devices_from_annotations(dict(config.annotations))
     except errdefs.InvalidArgument as e:

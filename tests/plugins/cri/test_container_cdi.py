@@ -86,3 +86,9 @@ def test_devices_with_cdi_disabled_are_refused_naming_them(tmp_path):
     with pytest.raises(errdefs.FailedPrecondition, match=r"\(a.com/x=1\).*disabled"):
         cdi.inject({}, ["a.com/x=1"], enabled=False, spec_dirs=[str(tmp_path)])
     cdi.inject({}, [], enabled=False, spec_dirs=[str(tmp_path)])  # nothing asked: fine
+
+
+def test_the_annotation_prefix_is_cdis():
+    from pycontainerd.core.cdi import ANNOTATION_PREFIX
+
+    assert cdi._ANNOTATION_PREFIX == ANNOTATION_PREFIX
