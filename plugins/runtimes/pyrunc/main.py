@@ -10,11 +10,13 @@ Called by containerd (ours or containerd's own) exactly like containerd-shim-run
 ``io.kubernetes.cri.sandbox-id`` annotation (else the id): the socket is
 ``unix://<dir>/<sha256 of "<address>/<ns>/<group>">`` with ``<dir>`` = ``/run/containerd/s``
 (``$PYCONTAINERD_SHIM_SOCKET_DIR`` overrides it). A live shim on that socket is reused;
-otherwise the listener is created and the serving shim is forked from the ``start`` process
-(no second interpreter start-up; own session, stdio detached, stderr on the bundle's ``log``
-FIFO, the listener as fd 3). It prints the plain address, which every
-containerd understands (task API v2), or containerd's JSON bootstrap parameters with version 3
-(task API v3) when ``$MAX_SHIM_VERSION`` is 3 or more. The serving shim answers both.
+otherwise the listener is created and the serving shim is forked, by this interpreter's
+pre-loaded :mod:`.zygote` when one is running (its modules already imported and shared with
+every shim it forked), else from the ``start`` process itself, which then launches a zygote
+for the next ``start`` (no second interpreter start-up either way; own session, stdio
+detached, stderr on the bundle's ``log`` FIFO, the listener as fd 3). It prints the plain
+address, which every containerd understands (task API v2), or containerd's JSON bootstrap
+parameters with version 3 (task API v3) when ``$MAX_SHIM_VERSION`` is 3 or more. The serving shim answers both.
 
 This module keeps its imports light: ``start`` must answer fast and pulls in no protobuf or
 asyncio; the forked server imports what it needs after the fork; ``delete`` (run by
@@ -285,7 +287,11 @@ def cmd_start(opts: dict[str, Any]) -> int:
         # when this process exits, however long the server takes to get going
         sys.stdout.write(reply)
         _release_stdio(bundle)
-        pid = _fork_server(opts, sock, path)
+        from pycontainerd.plugins.runtimes.pyrunc import zygote
+
+        pid = zygote.spawn(os.path.dirname(path), opts, path, sock, 2) or _fork_server(
+            opts, sock, path
+        )
     except BaseException:
         os.unlink(path)
         raise

@@ -805,3 +805,80 @@ async def test_events_fall_back_to_the_publish_binary(h: Harness) -> None:
     exit_any = any_pb2.Any.FromString((record / "2.any").read_bytes())
     assert exit_any.type_url == "containerd.events.TaskExit"
     assert events_pb2.TaskExit.FromString(exit_any.value).container_id == "legacy"
+
+
+def _zygote_answers(path: Path) -> bool:
+    import socket as socket_
+
+    s = socket_.socket(socket_.AF_UNIX, socket_.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+async def test_later_shims_are_forked_by_the_preloaded_zygote(h: Harness) -> None:
+    from pycontainerd.plugins.runtimes.pyrunc import zygote
+
+    # the first start forks its own shim and launches the zygote for the next ones
+    first = h.bundle("first", ["true"])
+    c1 = await h.connect(await h.start("first", first))
+    r1 = await call(c1, "Connect", shim_pb2.ConnectRequest(id="first"), shim_pb2.ConnectResponse)
+    h.shim_pids.add(r1.shim_pid)
+    zpath = Path(zygote.path_for(str(h.workdir / "s")))
+    async with asyncio.timeout(30):
+        while not _zygote_answers(zpath):
+            await asyncio.sleep(0.05)
+
+    b = h.bundle("second", ["sh", "-c", "echo from-zygote-shim; exit 7"])
+    client = await h.connect(await h.start("second", b))
+    conn = await call(
+        client, "Connect", shim_pb2.ConnectRequest(id="second"), shim_pb2.ConnectResponse
+    )
+    h.shim_pids.add(conn.shim_pid)
+    cmdline = Path(f"/proc/{conn.shim_pid}/cmdline").read_bytes()
+    assert b"pyrunc.zygote" in cmdline  # forked by the zygote, not by start
+    assert Path(f"/proc/{conn.shim_pid}/comm").read_text().strip() == "containerd-shim"
+    assert Path(f"/proc/{conn.shim_pid}/cwd").resolve() == b.resolve()
+    environ = Path(f"/proc/{conn.shim_pid}/environ").read_bytes().split(b"\0")
+    assert f"TTRPC_ADDRESS={h.events.address}".encode() in environ  # start's environment
+
+    out = fifo(h.workdir / "second-stdout")
+    await call(
+        client,
+        "Create",
+        h.create_request("second", b, stdout=str(h.workdir / "second-stdout")),
+        shim_pb2.CreateTaskResponse,
+    )
+    reader = asyncio.ensure_future(read_all(out))
+    await call(client, "Start", shim_pb2.StartRequest(id="second"), shim_pb2.StartResponse)
+    waited = await call(client, "Wait", shim_pb2.WaitRequest(id="second"), shim_pb2.WaitResponse)
+    assert waited.exit_status == 7
+    assert await reader == b"from-zygote-shim\n"
+    await call(client, "Delete", shim_pb2.DeleteRequest(id="second"), shim_pb2.DeleteResponse)
+    await call(client, "Shutdown", shim_pb2.ShutdownRequest(id="second"), empty_pb2.Empty)
+    await wait_gone(conn.shim_pid)
+
+
+def test_zygote_messages_carry_descriptors() -> None:
+    import socket as socket_
+
+    from pycontainerd.plugins.runtimes.pyrunc import zygote
+
+    a, b = socket_.socketpair()
+    r, w = os.pipe()
+    try:
+        zygote._send(a, {"hello": ["world"] * 1000}, [w])
+        got, fds = zygote._recv(b)
+        assert got == {"hello": ["world"] * 1000} and len(fds) == 1
+        os.write(fds[0], b"x")
+        os.close(fds[0])
+        assert os.read(r, 1) == b"x"
+    finally:
+        for fd in (r, w):
+            os.close(fd)
+        a.close()
+        b.close()
