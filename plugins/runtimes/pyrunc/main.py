@@ -5,6 +5,7 @@ Called by containerd (ours or containerd's own) exactly like containerd-shim-run
     <shim> -namespace NS -address ADDR -publish-binary BIN -id ID [-debug] start
     <shim> -namespace NS -address ADDR -publish-binary BIN -id ID -bundle B [-debug] delete
     <shim> -namespace NS -id ID -address ADDR -socket unix://PATH [-debug]   (serve, fd 3)
+    <shim> -socket unix://PATH zygote    (the pre-loaded parent of shims, see .zygote)
 
 ``start`` (cwd = bundle) groups containers by the ``io.containerd.runc.v2.group`` or
 ``io.kubernetes.cri.sandbox-id`` annotation (else the id): the socket is
@@ -16,7 +17,8 @@ every shim it forked), else from the ``start`` process itself, which then launch
 for the next ``start`` (no second interpreter start-up either way; own session, stdio
 detached, stderr on the bundle's ``log`` FIFO, the listener as fd 3). It prints the plain
 address, which every containerd understands (task API v2), or containerd's JSON bootstrap
-parameters with version 3 (task API v3) when ``$MAX_SHIM_VERSION`` is 3 or more. The serving shim answers both.
+parameters with version 3 (task API v3) when ``$MAX_SHIM_VERSION`` is 3 or more. The serving
+shim answers both.
 
 This module keeps its imports light: ``start`` must answer fast and pulls in no protobuf or
 asyncio; the forked server imports what it needs after the fork; ``delete`` (run by
@@ -400,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_start(opts)
         if opts["action"] == "delete":
             return cmd_delete(opts)
+        if opts["action"] == "zygote":
+            from pycontainerd.plugins.runtimes.pyrunc import zygote
+
+            return zygote.serve(opts["socket"].removeprefix("unix://"))
         if opts["action"]:
             raise UsageError(f"unknown action {opts['action']!r}")
         from pycontainerd.plugins.runtimes.pyrunc.server import serve

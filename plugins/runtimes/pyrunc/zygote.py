@@ -6,7 +6,8 @@ rest of its life. The zygote imports them once, freezes what it loaded out of th
 collector's reach, and forks serving shims on request: their pages stay shared with the
 zygote and with each other, and they answer at once.
 
-It is an ordinary background process, one per interpreter and socket directory, listening on
+It is an ordinary background process (``containerd-shim-pyrunc-v2 -socket unix://PATH zygote``),
+one per interpreter and socket directory, listening on
 ``<socket dir>/pyrunc-zygote-<hash of the interpreter>.sock``; it is started by a shim
 ``start`` that found none (that ``start`` forks its shim itself, so nobody waits for the
 zygote to load), and it exits when idle for :data:`IDLE_ENV` seconds (default 600) or when
@@ -131,6 +132,18 @@ def spawn(
     return int(pid) if isinstance(pid, int) and pid > 0 else None
 
 
+def command(zpath: str) -> list[str]:
+    """The zygote's command line after the interpreter: the shim program's (so that ``ps``
+    and ``pgrep -f containerd-shim-pyrunc-v2`` count the zygote and the shims it forks with
+    the shims) with the ``zygote`` action, or this package's main module."""
+    prog = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if os.path.basename(prog).startswith("containerd-shim-pyrunc") and os.path.isfile(prog):
+        head = [prog]
+    else:
+        head = ["-m", "pycontainerd.plugins.runtimes.pyrunc.main"]
+    return [*head, "-socket", "unix://" + zpath, "zygote"]
+
+
 def launch(zpath: str) -> None:
     """Start a zygote for ``zpath`` in the background (a fresh interpreter, its own session);
     best effort, never waited for."""
@@ -151,8 +164,7 @@ def launch(zpath: str) -> None:
             os.dup2(devnull, fd)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
         os.chdir("/")
-        argv = [sys.executable, "-m", "pycontainerd.plugins.runtimes.pyrunc.zygote", zpath]
-        os.execv(sys.executable, argv)
+        os.execv(sys.executable, [sys.executable, *command(zpath)])
     finally:
         os._exit(1)
 

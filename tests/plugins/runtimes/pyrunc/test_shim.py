@@ -840,7 +840,8 @@ async def test_later_shims_are_forked_by_the_preloaded_zygote(h: Harness) -> Non
     )
     h.shim_pids.add(conn.shim_pid)
     cmdline = Path(f"/proc/{conn.shim_pid}/cmdline").read_bytes()
-    assert b"pyrunc.zygote" in cmdline  # forked by the zygote, not by start
+    assert cmdline.endswith(b"zygote\0")  # forked by the zygote, not by start
+    assert b"containerd-shim-pyrunc-v2" in cmdline
     assert Path(f"/proc/{conn.shim_pid}/comm").read_text().strip() == "containerd-shim"
     assert Path(f"/proc/{conn.shim_pid}/cwd").resolve() == b.resolve()
     environ = Path(f"/proc/{conn.shim_pid}/environ").read_bytes().split(b"\0")
