@@ -349,10 +349,24 @@ def _ppid(pid: int) -> int:
     return _status_kib(pid, "PPid")
 
 
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            items = f.read().split(b"\0")
+    except OSError:
+        return {}
+    out = {}
+    for item in items:
+        k, _, v = item.decode(errors="replace").partition("=")
+        out[k] = v
+    return out
+
+
 def shim_pids(address: str, daemon_pid: int) -> list[int]:
     """Serving shims of a daemon: a ``containerd-shim`` command line with ``-address ADDR``,
     not a ``delete`` and not a ``start`` still running under the daemon (our shim's server is
-    forked from ``start`` and keeps its command line)."""
+    forked from ``start`` and keeps its command line), plus pyrunc's zygote and the shims it
+    forked for this daemon."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -365,6 +379,13 @@ def shim_pids(address: str, daemon_pid: int) -> list[int]:
         if not any(b"containerd-shim" in a or a in EXTRA_SHIMS for a in argv[:2]):
             continue
         args = [a.decode(errors="replace") for a in argv]
+        if [a for a in args if a][-1:] == ["zygote"]:
+            # pyrunc's zygote and the shims it forked: their command line is the zygote's;
+            # the daemon they serve is in their environment (the zygote's own is that of the
+            # daemon whose start launched it)
+            if _environ(int(entry)).get("GRPC_ADDRESS") == address:
+                found.append(int(entry))
+            continue
         if "-address" not in args or args[args.index("-address") + 1:][:1] != [address]:
             continue
         if "delete" in args or ("start" in args and _ppid(int(entry)) == daemon_pid):
