@@ -38,7 +38,7 @@ from pycontainerd.core.runtime.spec import (
     to_any,
 )
 from pycontainerd.plugins.cri import constants
-from pycontainerd.plugins.cri.container import cdi, sandboxes
+from pycontainerd.plugins.cri.container import cdi, image_volumes, sandboxes
 from pycontainerd.plugins.cri.container import spec as specs
 from pycontainerd.plugins.cri.container.store import (
     CREATED,
@@ -153,6 +153,11 @@ class ContainerManager:
     #: valid while the container's metadata and status objects (replaced, never changed in
     #: place) and its image in the CRI image store (likewise) are the same objects
     _listed: dict[str, tuple[Any, Any, Any, bytes]] = attrs.Factory(dict)
+    #: image volumes (KEP-4639) of the containers
+    volumes: image_volumes.ImageVolumes = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.volumes = image_volumes.ImageVolumes(self.c)
 
     @property
     def events(self) -> Any:
@@ -307,6 +312,7 @@ class ContainerManager:
         except errdefs.NotFound:
             raise errdefs.NotFound(f"failed to resolve image {image_ref!r}: not found") from None
         image_config = dict(image.spec.get("config") or {})
+        volume_requests = self.volumes.check(config)
         handler = self.c.config.runtime(sb.runtime_handler)
         snapshotter = self.c.images.runtime_snapshotter(handler)
 
@@ -346,7 +352,7 @@ class ContainerManager:
         try:
             record = await self._create_record(
                 id_, name, sb, config, sandbox_config, stop_signal, image, image_config,
-                handler, snapshotter, rro, lease_id, undo,
+                handler, snapshotter, rro, lease_id, volume_requests, undo,
             )  # fmt: skip
         finally:
             if lease_id:
@@ -373,6 +379,7 @@ class ContainerManager:
         snapshotter: str,
         rro: bool,
         lease_id: str,
+        volume_requests: list[image_volumes.Request],
         undo: list[tuple[str, Callable[[], Any]]],
     ) -> Container:
         sn = self.client.snapshotter(snapshotter)
@@ -404,6 +411,17 @@ class ContainerManager:
                 user = await asyncio.to_thread(specs.resolve_user, rootfs, userstr, merge)
         except errdefs.NotFound as e:
             raise errdefs.InvalidArgument(f"failed to resolve user {userstr!r}: {e}") from None
+
+        # image volumes: views mounted on the host, the mounts turned into read-only binds
+        volume_keys: list[str] = []
+        if volume_requests:
+            undo.append(
+                ("image volumes", lambda: self.volumes.remove(id_, snapshotter, volume_keys))
+            )
+            await self.volumes.prepare(
+                id_, config, volume_requests, snapshotter=snapshotter,
+                handler=sb.runtime_handler, lease_id=lease_id, keys=volume_keys,
+            )  # fmt: skip
 
         target_pid = 0
         if sc.namespace_options.pid == 3:  # TARGET
@@ -490,6 +508,7 @@ class ContainerManager:
         labels = {k: v for k, v in dict(image_config.get("Labels") or {}).items()}
         labels.update(dict(config.labels))
         labels[ann.KIND_LABEL] = ann.KIND_CONTAINER
+        labels.update(image_volumes.gc_labels(snapshotter, volume_keys))
         runtime_name, runtime_options = await self._runtime_info(sb, handler)
         adjusted = await self._nri_adjust(sb, meta, spec)
         record = Record(
@@ -815,10 +834,17 @@ class ContainerManager:
         await self._nri("remove_container", container=container)
         with contextlib.suppress(errdefs.NotFound):
             record = await self._containers("get", id_)
+            # image volumes before the record: unmounted while the record still holds them
+            await self.volumes.remove(
+                id_,
+                record.snapshotter,
+                image_volumes.keys_from_labels(record.snapshotter, record.labels),
+            )
             await self._containers("delete", id_)
             if record.snapshotter and record.snapshot_key:
                 with contextlib.suppress(errdefs.NotFound), self.client.scope():
                     await self.client.snapshotter(record.snapshotter).remove(record.snapshot_key)
+        await self.volumes.remove(id_, container.snapshotter)
         if container.io is not None:
             await container.io.remove()
         await asyncio.to_thread(shutil.rmtree, self.root_dir(id_), True)
@@ -1334,6 +1360,7 @@ class ContainerManager:
             except Exception as e:  # noqa: BLE001 - one bad container does not stop the rest
                 log.error("cri: failed to recover container %s: %s", record.id, e)
         log.info("cri: recovered %d containers", len(self.store))
+        await self.volumes.recover({r.id: r.snapshotter for r in records})
 
     async def _recover_one(self, record: Record) -> None:
         meta = Metadata.from_typed(record.extensions.get(ann.CONTAINER_METADATA_EXTENSION))

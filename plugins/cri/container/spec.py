@@ -221,11 +221,11 @@ def _apply_mounts(
         dst, src = m.container_path, m.host_path
         if not dst or not os.path.isabs(dst):
             raise errdefs.InvalidArgument(f"mount container path {dst!r} must be absolute")
-        if m.HasField("image") and m.image.image:
-            # image volumes (KEP-4639) are not implemented: say so, as kubelet and critest
-            # recognise UNIMPLEMENTED as "feature not supported"
-            raise errdefs.NotImplemented_(
-                f"mount for {dst!r}: image volumes ({m.image.image!r}) are not supported"
+        if m.HasField("image") and m.image.image and not src:
+            # image volumes (KEP-4639) arrive here as binds of their mounted view
+            # (container.image_volumes); one that was not prepared is a caller's bug
+            raise errdefs.FailedPrecondition(
+                f"mount for {dst!r}: image volume {m.image.image!r} was not prepared"
             )
         if not src:
             raise errdefs.InvalidArgument(f"mount for {dst!r} has no host path")

@@ -139,7 +139,9 @@ def test_supplemental_groups_policy_strict_keeps_primary_gid() -> None:
     assert s["process"]["user"]["additionalGids"] == [1000, 50000, 1234]
 
 
-def test_image_volume_mount_is_unimplemented() -> None:
+def test_image_volume_mount_becomes_a_readonly_bind_of_its_view(tmp_path: Path) -> None:
+    view = tmp_path / "view"
+    view.mkdir()
     config = pb.ContainerConfig(
         metadata=pb.ContainerMetadata(name="c"),
         command=["x"],
@@ -151,11 +153,19 @@ def test_image_volume_mount_is_unimplemented() -> None:
             )
         ],
     )
-    with pytest.raises(errdefs.NotImplemented_) as e:
+    # not prepared (no view mounted for it): refused, naming the mount
+    with pytest.raises(errdefs.FailedPrecondition) as e:
         _spec(config)
     assert "/mnt/image-volume" in str(e.value)
+    # prepared: a read-only, exec-able bind of the view
+    config.mounts[0].host_path = str(view)
+    s = _spec(config)
+    (m,) = [m for m in s["mounts"] if m["destination"] == "/mnt/image-volume"]
+    assert m["type"] == "bind" and m["source"] == str(view)
+    assert "ro" in m["options"] and "noexec" not in m["options"]
     # a mount with neither host path nor image is still a bad argument
     config.mounts[0].ClearField("image")
+    config.mounts[0].host_path = ""
     with pytest.raises(errdefs.InvalidArgument):
         _spec(config)
 
