@@ -7,7 +7,6 @@ behind (no pods, containers, IPs, iptables rules)."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import cni as cni_support
-import peers
+import cri as cri_support
 import pytest
 from daemon import Daemon
 
@@ -26,21 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 PAUSE = "registry.k8s.io/pause:3.10"
 BUSYBOX = "docker.io/library/busybox:latest"
-
-
-@pytest.fixture(scope="module")
-def network() -> Iterator[cni_support.TestNetwork]:
-    bin_dir = cni_support.plugin_dir()
-    if bin_dir is None:
-        pytest.skip("containernetworking-plugins (bridge, host-local, loopback, portmap) missing")
-    for name in ("runc", "containerd-shim-runc-v2"):
-        peers.require_binary(name)
-    net = cni_support.TestNetwork(Path(tempfile.mkdtemp(prefix="pyctrcri", dir="/tmp")), bin_dir)
-    net.write(net.conflist())
-    try:
-        yield net
-    finally:
-        net.cleanup()
 
 
 class Env:
@@ -56,7 +40,7 @@ class Env:
 [plugins."io.containerd.cri.v1.images".pinned_images]
   sandbox = "{PAUSE}"
 """
-        env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+        env = cri_support.daemon_env()
         self.base = base
         self.daemon = Daemon(base / "d", config=config, env=env)
 
@@ -219,8 +203,9 @@ def test_errors_name_what_failed(env: Env) -> None:
     bad = env.write("bad.json", {"metadata": {"name": 5, "uid": []}})
     res = env.cri("runp", bad, check=False)
     assert res.returncode != 0 and "invalid config" in res.stderr, res.stderr
-    notjson = env.base / "bad.yaml"
-    notjson.write_text("metadata:\n  name: x\n")
-    res = env.cri("runp", str(notjson), check=False)
+    unparsable = env.base / "bad.yaml"
+    unparsable.write_text("metadata: {name: [unclosed\n")
+    res = env.cri("runp", str(unparsable), check=False)
     assert res.returncode != 0 and "bad.yaml" in res.stderr, res.stderr
+    assert "JSON or YAML" in res.stderr, res.stderr
     assert env.cri("pods", "-q").stdout.split() == []

@@ -167,7 +167,7 @@ class _CRI:
 
 
 def _load(path: str, message: Any) -> Any:
-    """A JSON config file (crictl's shapes) into ``message``; YAML when PyYAML is present."""
+    """A JSON or YAML config file (crictl's shapes) into ``message``."""
     import json
 
     from google.protobuf import json_format
@@ -178,12 +178,15 @@ def _load(path: str, message: Any) -> Any:
         text = f.read()
     try:
         doc = json.loads(text)
-    except ValueError as e:
+    except ValueError:
+        import yaml  # type: ignore[import-untyped]
+
         try:
-            import yaml  # type: ignore[import-untyped]
-        except ImportError:
-            raise errdefs.InvalidArgument(f"failed to parse {path!r} as JSON: {e}") from None
-        doc = yaml.safe_load(text)
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise errdefs.InvalidArgument(
+                f"failed to parse {path!r} as JSON or YAML: {e}"
+            ) from None
     if not isinstance(doc, dict):
         raise errdefs.InvalidArgument(f"config {path!r} is not an object")
     try:
