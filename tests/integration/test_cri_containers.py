@@ -21,29 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cni as cni_support
+import cri as cri_support
 import grpc
-import peers
 import pytest
 from cri import CRIClient, pb
 from daemon import Daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
-
-
-@pytest.fixture(scope="module")
-def network() -> Iterator[cni_support.TestNetwork]:
-    bin_dir = cni_support.plugin_dir()
-    if bin_dir is None:
-        pytest.skip("containernetworking-plugins (bridge, host-local, loopback, portmap) missing")
-    for name in ("runc", "containerd-shim-runc-v2"):
-        peers.require_binary(name)
-    net = cni_support.TestNetwork(Path(tempfile.mkdtemp(prefix="cricont", dir="/tmp")), bin_dir)
-    net.write(net.conflist())
-    try:
-        yield net
-    finally:
-        net.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -53,37 +37,15 @@ def images(registry: Any, pause: Any, busybox: Any) -> dict[str, str]:
     return {"pause": registry.ref("pause", "3.10"), "busybox": registry.ref("busybox", "latest")}
 
 
-def _config(base: Path, network: cni_support.TestNetwork, registry: Any, pause_ref: str) -> str:
-    certs = base / "certs.d" / registry.host
-    certs.mkdir(parents=True, exist_ok=True)
-    (certs / "hosts.toml").write_text(
-        f'server = "http://{registry.host}"\n'
-        f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
+def _config(base: Path, network: Any, registry: Any, pause_ref: str) -> str:
+    return cri_support.daemon_config(
+        base, network, registry, pause_ref, runtime="max_container_log_line_size = 64"
     )
-    rt = 'plugins."io.containerd.cri.v1.runtime"'
-    return f"""version = 4
-
-[{rt}]
-  restrict_oom_score_adj = true
-  max_container_log_line_size = 64
-[{rt}.cni]
-  bin_dirs = ["{network.bin_dir}"]
-  conf_dir = "{network.conf_dir}"
-[{rt}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{pause_ref}"
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "{base / "certs.d"}"
-"""
 
 
 class Env:
     def __init__(self, base: Path, config: str, busybox: str) -> None:
-        env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+        env = cri_support.daemon_env()
         self.base = base
         self.daemon = Daemon(base / "d", config=config, env=env)
         self.cri: CRIClient | None = None

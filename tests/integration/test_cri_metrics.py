@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cni as cni_support
+import cri as cri_support
 import cri_metrics
 import grpc
-import peers
 import pytest
 from cri import CRIClient, pb
 from daemon import Daemon
@@ -31,59 +30,21 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def network() -> Iterator[cni_support.TestNetwork]:
-    bin_dir = cni_support.plugin_dir()
-    if bin_dir is None:
-        pytest.skip("containernetworking-plugins (bridge, host-local, loopback, portmap) missing")
-    for name in ("runc", "containerd-shim-runc-v2"):
-        peers.require_binary(name)
-    net = cni_support.TestNetwork(Path(tempfile.mkdtemp(prefix="crimetr", dir="/tmp")), bin_dir)
-    net.write(net.conflist())
-    try:
-        yield net
-    finally:
-        net.cleanup()
-
-
-@pytest.fixture(scope="module")
 def images(registry: Any, pause: Any, busybox: Any) -> dict[str, str]:
     registry.push(pause, repository="pause", tag="3.10")
     registry.push(busybox, repository="busybox", tag="latest")
     return {"pause": registry.ref("pause", "3.10"), "busybox": registry.ref("busybox", "latest")}
 
 
-def _config(base: Path, network: cni_support.TestNetwork, registry: Any, pause_ref: str) -> str:
-    certs = base / "certs.d" / registry.host
-    certs.mkdir(parents=True, exist_ok=True)
-    (certs / "hosts.toml").write_text(
-        f'server = "http://{registry.host}"\n'
-        f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
-    )
-    rt = 'plugins."io.containerd.cri.v1.runtime"'
-    return f"""version = 4
-
-[{rt}]
-  restrict_oom_score_adj = true
-[{rt}.cni]
-  bin_dirs = ["{network.bin_dir}"]
-  conf_dir = "{network.conf_dir}"
-[{rt}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{pause_ref}"
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "{base / "certs.d"}"
-"""
+def _config(base: Path, network: Any, registry: Any, pause_ref: str) -> str:
+    return cri_support.daemon_config(base, network, registry, pause_ref)
 
 
 @pytest.fixture
 def daemon(network: Any, registry: Any, images: dict[str, str]) -> Iterator[tuple[CRIClient, str]]:
     """A CRI client of a fresh daemon, and a cgroup parent for pods (removed afterwards)."""
     base = Path(tempfile.mkdtemp(prefix="crimetr", dir="/tmp"))
-    env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+    env = cri_support.daemon_env()
     d = Daemon(base / "d", config=_config(base, network, registry, images["pause"]), env=env)
     d.start(timeout=60)
     cri = CRIClient(d.address, timeout=120)

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import cni as cni_support
+import cri as cri_support
 import grpc
 import nritest
-import peers
 import pytest
 from cri import CRIClient, pb
 from daemon import Daemon
@@ -34,21 +34,6 @@ from daemon import Daemon
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
 MEMORY_LIMIT = 64 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def network() -> Iterator[cni_support.TestNetwork]:
-    bin_dir = cni_support.plugin_dir()
-    if bin_dir is None:
-        pytest.skip("containernetworking-plugins (bridge, host-local, loopback, portmap) missing")
-    for name in ("runc", "containerd-shim-runc-v2"):
-        peers.require_binary(name)
-    net = cni_support.TestNetwork(Path(tempfile.mkdtemp(prefix="crinri", dir="/tmp")), bin_dir)
-    net.write(net.conflist())
-    try:
-        yield net
-    finally:
-        net.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -98,30 +83,7 @@ class Env:
         self.conf_dir.mkdir(parents=True)
         for name, settings in (preinstalled or {}).items():
             nritest.install(self.plugin_dir, self.conf_dir, name, settings)
-        certs = base / "certs.d" / registry.host
-        certs.mkdir(parents=True)
-        (certs / "hosts.toml").write_text(
-            f'server = "http://{registry.host}"\n'
-            f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
-        )
-        rt = 'plugins."io.containerd.cri.v1.runtime"'
-        config = f"""version = 4
-
-[{rt}]
-  restrict_oom_score_adj = true
-{runtime_config}[{rt}.cni]
-  bin_dirs = ["{network.bin_dir}"]
-  conf_dir = "{network.conf_dir}"
-[{rt}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{images["pause"]}"
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "{base / "certs.d"}"
-
+        nri = f"""
 [plugins."io.containerd.nri.v1.nri"]
   disable = {str(disable).lower()}
   socket_path = "{self.socket}"
@@ -130,7 +92,10 @@ class Env:
   plugin_registration_timeout = "5s"
   plugin_request_timeout = "{request_timeout}"
 {nri_config}"""
-        env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+        config = cri_support.daemon_config(
+            base, network, registry, images["pause"], runtime=runtime_config, extra=nri
+        )
+        env = cri_support.daemon_env()
         self.daemon = Daemon(base / "d", config=config, env=env)
         self.cri: CRIClient | None = None
         self.pods: list[str] = []

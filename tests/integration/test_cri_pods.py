@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import cni as cni_support
+import cri as cri_support
 import grpc
-import peers
 import pytest
 from cri import CRIClient, pb
 from daemon import Daemon
@@ -33,64 +33,31 @@ NS_NODE = pb.NamespaceMode.NODE
 
 
 @pytest.fixture(scope="module")
-def network() -> Iterator[cni_support.TestNetwork]:
-    bin_dir = cni_support.plugin_dir()
-    if bin_dir is None:
-        pytest.skip("containernetworking-plugins (bridge, host-local, loopback, portmap) missing")
-    for name in ("runc", "containerd-shim-runc-v2", "nsenter"):
-        peers.require_binary(name)
-    net = cni_support.TestNetwork(Path(tempfile.mkdtemp(prefix="cripods", dir="/tmp")), bin_dir)
-    net.write(net.conflist())
-    try:
-        yield net
-    finally:
-        net.cleanup()
-
-
-@pytest.fixture(scope="module")
 def pause_ref(registry: Any, pause: Any) -> str:
     registry.push(pause, repository="pause", tag="3.10")
     return registry.ref("pause", "3.10")
 
 
-def _config(base: Path, network: cni_support.TestNetwork, registry: Any, pause_ref: str) -> str:
-    certs = base / "certs.d" / registry.host
-    certs.mkdir(parents=True, exist_ok=True)
-    (certs / "hosts.toml").write_text(
-        f'server = "http://{registry.host}"\n'
-        f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
+def _config(base: Path, network: Any, registry: Any, pause_ref: str) -> str:
+    return cri_support.daemon_config(
+        base,
+        network,
+        registry,
+        pause_ref,
+        runtime="netns_mounts_under_state_dir = false",
+        runtimes={
+            "runc": 'runtime_type = "io.containerd.runc.v2"\npod_annotations = ["example.com/*"]',
+            "pyrunc": 'runtime_type = "io.containerd.pyrunc.v2"',
+            "bogus": 'runtime_type = "io.containerd.nosuchshim.v1"',
+        },
     )
-    rt = 'plugins."io.containerd.cri.v1.runtime"'
-    return f"""version = 4
-
-[{rt}]
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = false
-[{rt}.cni]
-  bin_dirs = ["{network.bin_dir}"]
-  conf_dir = "{network.conf_dir}"
-[{rt}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-  pod_annotations = ["example.com/*"]
-[{rt}.containerd.runtimes.pyrunc]
-  runtime_type = "io.containerd.pyrunc.v2"
-[{rt}.containerd.runtimes.bogus]
-  runtime_type = "io.containerd.nosuchshim.v1"
-
-[plugins."io.containerd.cri.v1.images"]
-  snapshotter = "overlayfs"
-[plugins."io.containerd.cri.v1.images".pinned_images]
-  sandbox = "{pause_ref}"
-[plugins."io.containerd.cri.v1.images".registry]
-  config_path = "{base / "certs.d"}"
-"""
 
 
 class Pods:
     """A daemon with CRI, and the pods a test made (removed at the end)."""
 
     def __init__(self, base: Path, config: str) -> None:
-        env = {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+        env = cri_support.daemon_env()
         self.daemon = Daemon(base / "d", config=config, env=env)
         self.cri: CRIClient | None = None
         self.ids: list[str] = []

@@ -138,3 +138,63 @@ class AsyncCRIClient:
 
     async def image_fs_info(self) -> Any:
         return await self.images.ImageFsInfo(pb.ImageFsInfoRequest(), timeout=self.timeout)
+
+
+# --- a daemon with the CRI on a test network --------------------------------------------
+
+_RT = 'plugins."io.containerd.cri.v1.runtime"'
+
+
+def daemon_env() -> dict[str, str]:
+    """The environment for a test daemon: PATH with the sbin directories (iptables, ...)."""
+    import os
+
+    import peers
+
+    return {"PATH": ":".join(filter(None, [os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+
+
+def daemon_config(
+    base: Any,
+    network: Any,
+    registry: Any,
+    pause_ref: str,
+    *,
+    runtime: str = "",
+    runtimes: dict[str, str] | None = None,
+    extra: str = "",
+) -> str:
+    """A version-4 config with the CRI on ``network`` (a ``cni.TestNetwork``), pulling from
+    the test ``registry`` over plain HTTP (a hosts.toml under ``base/certs.d``) and the pause
+    image ``pause_ref`` pinned. ``runtime``: more lines for the runtime table; ``runtimes``:
+    handler -> the lines of its table (default: ``runc`` with containerd's shim); ``extra``:
+    more tables at the end. ``restrict_oom_score_adj`` is on: the test host may not lower
+    oom_score_adj below the daemon's own."""
+    certs = base / "certs.d" / registry.host
+    certs.mkdir(parents=True, exist_ok=True)
+    (certs / "hosts.toml").write_text(
+        f'server = "http://{registry.host}"\n'
+        f'[host."http://{registry.host}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    handlers = runtimes or {"runc": 'runtime_type = "io.containerd.runc.v2"'}
+    tables = "".join(
+        f"[{_RT}.containerd.runtimes.{name}]\n"
+        + "".join(f"  {line.strip()}\n" for line in body.strip().splitlines())
+        for name, body in handlers.items()
+    )
+    lines = "".join(f"  {line.strip()}\n" for line in runtime.strip().splitlines())
+    return f"""version = 4
+
+[{_RT}]
+  restrict_oom_score_adj = true
+{lines}[{_RT}.cni]
+  bin_dirs = ["{network.bin_dir}"]
+  conf_dir = "{network.conf_dir}"
+{tables}
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+[plugins."io.containerd.cri.v1.images".pinned_images]
+  sandbox = "{pause_ref}"
+[plugins."io.containerd.cri.v1.images".registry]
+  config_path = "{base / "certs.d"}"
+{extra}"""
