@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,15 +84,7 @@ class Env:
     def start(self) -> Env:
         self.daemon.start(timeout=60)
         self.cri = CRIClient(self.daemon.address, timeout=120)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.cri.version()
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        self.cri.wait_ready()
         # container calls wait until recovery (image volumes included) is done
         self.rs.ListContainers(pb.ListContainersRequest(), timeout=60)
         return self

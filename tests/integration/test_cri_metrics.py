@@ -50,15 +50,7 @@ def daemon(network: Any, registry: Any, images: dict[str, str]) -> Iterator[tupl
     cri = CRIClient(d.address, timeout=120)
     parent = f"/kubepods/pycri-metrics-{uuid.uuid4().hex[:8]}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                cri.version()
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        cri.wait_ready()
         cri.pull(images["busybox"])
         yield cri, parent
     finally:

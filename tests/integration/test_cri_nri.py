@@ -104,15 +104,7 @@ class Env:
     def start(self) -> Env:
         self.daemon.start(timeout=60)
         self.cri = CRIClient(self.daemon.address, timeout=120)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.cri.version()
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        self.cri.wait_ready()
         self.cri.pull(self.busybox)
         return self
 

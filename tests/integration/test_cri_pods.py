@@ -65,7 +65,7 @@ class Pods:
     def start(self) -> Pods:
         self.daemon.start(timeout=60)
         self.cri = CRIClient(self.daemon.address, timeout=120)
-        _wait_ready(self.cri)
+        self.cri.wait_ready()
         return self
 
     def restart(self) -> None:
@@ -119,18 +119,6 @@ class Pods:
                     pass
             self.cri.close()
         self.daemon.stop()
-
-
-def _wait_ready(cri: CRIClient, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            cri.version()
-            return
-        except grpc.RpcError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 @pytest.fixture

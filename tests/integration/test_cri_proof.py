@@ -77,15 +77,8 @@ class Kubelet:
 
     def start(self) -> Kubelet:
         self.daemon.start(timeout=60)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.cri.version()
-                return self
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        self.cri.wait_ready()
+        return self
 
     def restart(self) -> None:
         """SIGTERM the daemon and start it again on the same root/state."""

@@ -58,6 +58,20 @@ class CRIClient:
         self.close()
 
     # runtime
+    def wait_ready(self, timeout: float = 30.0) -> CRIClient:
+        """Wait until the daemon answers Version (it has just been started)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.version()
+                return self
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def version(self) -> Any:
         return self.runtime.Version(pb.VersionRequest(), timeout=self.timeout)
 
