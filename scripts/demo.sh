@@ -14,6 +14,8 @@ fi
 bash "$REPO/scripts/setup.sh"
 
 DEMO_DIR="${DEMO_DIR:-/tmp/pycontainerd-demo}"
+# pyrunc's shim zygote retires a minute after the demo's last container, not after 10
+export PYCONTAINERD_SHIM_ZYGOTE_IDLE="${PYCONTAINERD_SHIM_ZYGOTE_IDLE:-60}"
 SOCK="$DEMO_DIR/pycontainerd.sock"
 PY="$REPO/.venv/bin/python -P"
 CNI_DIR="$DEMO_DIR/cni"

@@ -13,6 +13,9 @@ fi
 bash "$REPO/scripts/setup.sh"
 # cached bytecode: the tests start many Python processes (daemons, shims, pyctr)
 unset PYTHONDONTWRITEBYTECODE
+# pyrunc's shim zygote (plugins/runtimes/pyrunc/zygote.py) retires soon after the last test
+# that used it, not after the default 10 minutes
+export PYCONTAINERD_SHIM_ZYGOTE_IDLE="${PYCONTAINERD_SHIM_ZYGOTE_IDLE:-20}"
 
 # -P: do not put the repository root on sys.path. The source folders sit there (cmd/, api/,
 # core/, ...) and cmd/ would shadow the standard library's cmd module (pdb imports it).
