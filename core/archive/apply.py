@@ -747,6 +747,9 @@ class _Applier:
         elif member.islnk():
             assert link_rel is not None
             os.link(tree.full(link_rel), full, follow_symlinks=False)
+            # as containerd does, the link entry's owner, xattrs, mode and times go to the
+            # shared inode (never through it when the target is a symlink)
+            self._metadata(full, member, is_link=stat.S_ISLNK(os.lstat(full).st_mode))
         elif member.isfifo():
             os.mkfifo(full, 0o600)
             self._metadata(full, member)

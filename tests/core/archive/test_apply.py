@@ -33,7 +33,7 @@ def test_files_dirs_symlinks_hardlinks_keep_mode_and_mtime(sandbox: Any, make_ta
             ("bin", "dir", None, {"mode": 0o751, "mtime": 1_500_000_000}),
             ("bin/su", "file", b"#!", {"mode": 0o4755, "mtime": 1_400_000_000}),
             ("bin/sh", "symlink", "su"),
-            ("bin/su2", "hardlink", "bin/su"),
+            ("bin/su2", "hardlink", "bin/su", {"mode": 0o4755, "mtime": 1_400_000_000}),
             ("run/pipe", "fifo", None, {"mode": 0o600}),
         ]
     )
@@ -47,6 +47,41 @@ def test_files_dirs_symlinks_hardlinks_keep_mode_and_mtime(sandbox: Any, make_ta
     assert os.readlink(root / "bin" / "sh") == "su"
     st = os.lstat(root / "run" / "pipe")
     assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+
+
+def test_a_hard_link_entry_sets_the_shared_inodes_mode_and_times(
+    sandbox: Any, make_tar: Any
+) -> None:
+    # containerd applies a link entry's metadata to the inode it shares with its target
+    tar = make_tar(
+        [
+            ("f", "file", b"x", {"mode": 0o600, "mtime": 1_400_000_000}),
+            ("g", "hardlink", "f", {"mode": 0o751, "mtime": 1_500_000_000}),
+        ]
+    )
+    _apply(sandbox.root, tar)
+    st = os.lstat(sandbox.root / "f")
+    assert stat.S_IMODE(st.st_mode) == 0o751 and st.st_mtime == 1_500_000_000
+    assert os.lstat(sandbox.root / "g").st_ino == st.st_ino
+
+
+def test_a_hard_link_to_a_symlink_never_changes_what_the_symlink_points_at(
+    sandbox: Any, make_tar: Any
+) -> None:
+    victim = sandbox.outside / "victim"
+    victim.write_text("host file")
+    victim.chmod(0o600)
+    before = os.stat(victim)
+    tar = make_tar(
+        [
+            ("s", "symlink", str(victim)),
+            ("h", "hardlink", "s", {"mode": 0o777, "mtime": 1_000}),
+        ]
+    )
+    _apply(sandbox.root, tar)
+    assert os.readlink(sandbox.root / "h") == str(victim)
+    after = os.stat(victim)
+    assert (after.st_mode, after.st_mtime_ns) == (before.st_mode, before.st_mtime_ns)
 
 
 @pytest.mark.root
