@@ -25,6 +25,7 @@ from pycontainerd.core import errdefs
 from pycontainerd.core.nri import api, mux
 from pycontainerd.core.nri.adjustment import CreateResult, UpdateResult, apply_adjustment
 from pycontainerd.core.nri.api import pb
+from pycontainerd.core.nri.metrics import NRIMetrics
 from pycontainerd.core.nri.plugin import BuiltinPlugin, Plugin, Timeouts, TtrpcPlugin
 from pycontainerd.core.nri.types import Container, PodSandbox
 from pycontainerd.core.ttrpc import MAX_MESSAGE_LENGTH
@@ -84,6 +85,14 @@ class NRI:
     _tasks: set[asyncio.Task[Any]] = attrs.Factory(set)
     _state: dict[str, str] = attrs.Factory(dict)
     started: bool = False
+    metrics: NRIMetrics = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.metrics = NRIMetrics(active=lambda: len(self.plugins))
+
+    def prometheus_metrics(self) -> list[Any]:
+        """containerd's NRI metrics (for the metrics server)."""
+        return self.metrics.all()
 
     @property
     def timeouts(self) -> Timeouts:
@@ -113,6 +122,7 @@ class NRI:
         started: list[Plugin] = []
         for bp in self.builtin:
             bp.timeouts = self.timeouts
+            bp.metrics = self.metrics
             await bp.start(self.config.runtime_name, self.config.runtime_version)
             started.append(bp)
         for p in await self._launch_preinstalled():
@@ -255,6 +265,7 @@ class NRI:
             base=base,
             config=cfg,
             timeouts=self.timeouts,
+            metrics=self.metrics,
             update_fn=self._unsolicited_update,
             process=proc,
             pid=proc.pid,
@@ -286,6 +297,7 @@ class NRI:
                 kind="external",
                 config="",
                 timeouts=self.timeouts,
+                metrics=self.metrics,
                 update_fn=self._unsolicited_update,
             )
             sock = writer.get_extra_info("socket")
@@ -448,6 +460,10 @@ class NRI:
             async for p, rpl in self._each(
                 pb.CREATE_CONTAINER, "CreateContainer", req, pb.CreateContainerResponse
             ):
+                if rpl is not None:
+                    self.metrics.adjusted(
+                        p.name, "CreateContainer", len(rpl.update), len(rpl.evict)
+                    )
                 result.apply(rpl, p.name)
             rpl = result.response()
             await self._validate(req.pod, original, rpl, result)
@@ -545,6 +561,9 @@ class NRI:
                 pb.UPDATE_CONTAINER, "UpdateContainer", req, pb.UpdateContainerResponse
             ):
                 if rpl is not None:
+                    self.metrics.adjusted(
+                        p.name, "UpdateContainer", len(rpl.update), len(rpl.evict)
+                    )
                     result.update(rpl.update, p.name)
                     result.evictions.extend(rpl.evict)
             await self._apply_evictions(result.evictions, "pre-update")
@@ -577,6 +596,7 @@ class NRI:
             pb.STOP_CONTAINER, "StopContainer", req, pb.StopContainerResponse
         ):
             if rpl is not None:
+                self.metrics.adjusted(p.name, "StopContainer", len(rpl.update), 0)
                 result.update(rpl.update, p.name)
         self._state[ctr.id] = _STOPPED
         updates = result.updates()

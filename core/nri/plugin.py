@@ -22,6 +22,7 @@ import attrs
 from pycontainerd.core import errdefs
 from pycontainerd.core.nri import api, mux
 from pycontainerd.core.nri.api import pb
+from pycontainerd.core.nri.metrics import NRIMetrics
 from pycontainerd.core.ttrpc import Client, Server
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Plugin:
     events: int = 0
     closed: bool = False
     timeouts: Timeouts = attrs.Factory(Timeouts)
+    metrics: NRIMetrics | None = None
 
     @property
     def name(self) -> str:
@@ -134,10 +136,10 @@ class TtrpcPlugin(Plugin):
         if not self.closed:
             log.info("nri: connection to plugin %s closed", self.name)
         self.closed = True
-        if self._registered is not None and not self._registered.done():
-            self._registered.set_exception(
-                errdefs.Unavailable("failed to register plugin, connection closed")
-            )
+        fut = self._registered
+        if fut is not None and not fut.done():
+            fut.set_exception(errdefs.Unavailable("failed to register plugin, connection closed"))
+            fut.exception()  # whoever waits still gets it; nobody waiting is not an error
 
     # -- the Runtime service, called by the plugin
 
@@ -207,13 +209,23 @@ class TtrpcPlugin(Plugin):
     ) -> Any:
         if self.closed or self._client is None:
             raise PluginClosed(f"plugin {self.name} is closed")
-        return await self._client.call(
-            api.PLUGIN_SERVICE,
-            method,
-            req,
-            resp_cls,
-            timeout=self.timeouts.request if timeout is None else timeout,
-        )
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        err: BaseException | None = None
+        try:
+            return await self._client.call(
+                api.PLUGIN_SERVICE,
+                method,
+                req,
+                resp_cls,
+                timeout=self.timeouts.request if timeout is None else timeout,
+            )
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.invocation(self.name, method, loop.time() - start, err)
 
     async def synchronize(
         self, pods: list[pb.PodSandbox], containers: list[pb.Container], *, chunk_limit: int
@@ -354,12 +366,22 @@ class BuiltinPlugin(Plugin):
             return None
         accepted = inspect.signature(fn).parameters
         args = {k: v for k, v in kwargs.items() if k in accepted}
-        result = fn(**args)
-        if inspect.isawaitable(result):
-            bound = self.timeouts.sync if method == "Synchronize" else self.timeouts.request
-            async with asyncio.timeout(bound):
-                result = await result
-        return result
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        err: BaseException | None = None
+        try:
+            result = fn(**args)
+            if inspect.isawaitable(result):
+                bound = self.timeouts.sync if method == "Synchronize" else self.timeouts.request
+                async with asyncio.timeout(bound):
+                    result = await result
+            return result
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.invocation(self.name, method, loop.time() - start, err)
 
     async def synchronize(
         self, pods: list[pb.PodSandbox], containers: list[pb.Container], *, chunk_limit: int

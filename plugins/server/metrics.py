@@ -1,4 +1,6 @@
-"""Prometheus text exposition at ``/v1/metrics``: gRPC calls, plugin states, process."""
+"""Prometheus text exposition at ``/v1/metrics``: gRPC calls, plugin states, process, and
+the metrics of every initialised plugin instance that has ``prometheus_metrics()`` (see
+:mod:`pycontainerd.core.metrics`), e.g. NRI's."""
 
 from __future__ import annotations
 
@@ -7,14 +9,12 @@ import resource
 import time
 from typing import Any
 
+from pycontainerd.core.metrics import escape as _esc
+from pycontainerd.core.metrics import render as render_metrics
 from pycontainerd.core.plugin.context import PluginSet, Status
 from pycontainerd.core.server.http import HTTPServer
 
 _START = time.time()
-
-
-def _esc(v: str) -> str:
-    return v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render(plugins: PluginSet) -> str:
@@ -52,6 +52,10 @@ def render(plugins: PluginSet) -> str:
                 f'grpc_server_handled_total{{grpc_service="{_esc(svc)}",grpc_method="{_esc(name)}",'
                 f'grpc_code="{code}"}} {n}'
             )
+    for p in plugins:
+        collect = getattr(p.instance, "prometheus_metrics", None) if p.status is Status.OK else None
+        if callable(collect):
+            lines += render_metrics(collect())
     return "\n".join(lines) + "\n"
 
 

@@ -523,3 +523,27 @@ def test_cdi_devices_from_the_cri_field_annotations_and_an_nri_plugin(make_env: 
         assert names == ["devices"]
     finally:
         shutil.rmtree(spec_dir, ignore_errors=True)
+
+
+def test_nri_metrics_are_served_by_the_metrics_server(make_env: Any) -> None:
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    metrics = f'\n[plugins."io.containerd.server.v1.metrics"]\n  address = "127.0.0.1:{port}"\n'
+    env = make_env(nri_config=metrics)
+    _proc, log = env.external("counted", "30", adjust={"env": {"A": "1"}})
+    _wait_for("counted", lambda: any(e["event"] == "Synchronize" for e in _events(log)))
+    pod, pcfg = env.run_pod("metered")
+    env.create(pod, pcfg, "c", "sleep 100")
+    url = f"http://127.0.0.1:{port}/v1/metrics"
+    body = urllib.request.urlopen(url, timeout=10).read().decode()
+    assert "containerd_nri_active_plugins_total 1" in body
+    assert (
+        'containerd_nri_plugin_invocations_total{plugin="30-counted",operation="CreateContainer",'
+        'status="success",error=""} 1'
+    ) in body
+    latency = "containerd_nri_plugin_latency_seconds_count"
+    assert f'{latency}{{plugin="30-counted",operation="RunPodSandbox"}} 1' in body

@@ -14,6 +14,7 @@ import nritest
 import pytest
 
 from pycontainerd.core import errdefs
+from pycontainerd.core.metrics import render as render_metrics
 from pycontainerd.core.nri import NRI, Config, Container, PodSandbox, apply_adjustment, hooks
 from pycontainerd.core.nri.api import pb
 from pycontainerd.core.plugin import hookimpl
@@ -368,3 +369,24 @@ async def test_a_socket_in_use_by_another_runtime_is_never_taken_over(paths, mak
     _, writer = await asyncio.open_unix_connection(str(paths.socket))
     writer.close()
     assert first is not None
+
+
+async def test_metrics_count_invocations_outcomes_latency_and_adjustments(paths, make_nri):
+    install(paths, "10-good", {"update": {"container_id": "c0", "memory_limit": 1 << 20}})
+    install(paths, "20-sleepy", {"sleep": 30, "events": "createcontainer"})
+    nri = await make_nri(request_timeout=0.5)
+    m = nri.metrics
+    assert m.invocations.value("10-good", "Configure", "success", "") == 1
+    assert m.invocations.value("10-good", "Synchronize", "success", "") == 1
+    await nri.create_container(POD, Container(id="c1", pod_sandbox_id="pod1"))
+    assert m.invocations.value("10-good", "CreateContainer", "success", "") == 1
+    assert m.invocations.value("20-sleepy", "CreateContainer", "error", "deadline_exceeded") == 1
+    assert m.latency.count("20-sleepy", "CreateContainer") == 1
+    assert m.adjustments.value("10-good", "CreateContainer", "update") == 1
+    text = "\n".join(render_metrics(nri.prometheus_metrics()))
+    assert "containerd_nri_active_plugins_total 1" in text  # the sleepy one was dropped
+    assert (
+        'containerd_nri_plugin_invocations_total{plugin="20-sleepy",operation="CreateContainer",'
+        'status="error",error="deadline_exceeded"} 1'
+    ) in text
+    assert 'containerd_nri_plugin_latency_seconds_bucket{plugin="10-good"' in text
