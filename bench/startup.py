@@ -76,9 +76,22 @@ def pycontainerd_cmd(base: Path) -> tuple[list[str], str]:
     sock = str(base / "pycontainerd.sock")
     cfg = base / "config.toml"
     cfg.write_text("version = 4\n")
-    return [sys.executable, "-P", "-m", "pycontainerd.cli.daemon", "--config", str(cfg),
-            "--root", str(base / "root"), "--state", str(base / "state"), "--address", sock,
-            "--log-level", "warn"], sock
+    return [
+        sys.executable,
+        "-P",
+        "-m",
+        "pycontainerd.cli.daemon",
+        "--config",
+        str(cfg),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+        "--address",
+        sock,
+        "--log-level",
+        "warn",
+    ], sock
 
 
 def containerd_cmd(base: Path, with_cri: bool) -> tuple[list[str], str]:
@@ -86,8 +99,19 @@ def containerd_cmd(base: Path, with_cri: bool) -> tuple[list[str], str]:
     cfg = base / "containerd.toml"
     disabled = "" if with_cri else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
     cfg.write_text(f"version = 2\n{disabled}")
-    return ["containerd", "--config", str(cfg), "--root", str(base / "root"), "--state",
-            str(base / "state"), "--address", sock, "--log-level", "warn"], sock
+    return [
+        "containerd",
+        "--config",
+        str(cfg),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+        "--address",
+        sock,
+        "--log-level",
+        "warn",
+    ], sock
 
 
 def measure(name: str, make, runs: int, fresh: bool) -> dict[str, float]:
@@ -103,8 +127,12 @@ def measure(name: str, make, runs: int, fresh: bool) -> dict[str, float]:
             times.append(t)
             rss.append(r)
     kind = "first boot" if fresh else "restart"
-    return {"name": f"{name} ({kind})", "median_ms": statistics.median(times) * 1000,
-            "min_ms": min(times) * 1000, "median_rss_mib": statistics.median(rss) / 1024}
+    return {
+        "name": f"{name} ({kind})",
+        "median_ms": statistics.median(times) * 1000,
+        "min_ms": min(times) * 1000,
+        "median_rss_mib": statistics.median(rss) / 1024,
+    }
 
 
 def main() -> int:
@@ -116,18 +144,23 @@ def main() -> int:
     for fresh in (False, True):
         results.append(measure("pycontainerd", pycontainerd_cmd, args.runs, fresh))
         if shutil.which("containerd"):
-            results.append(measure("containerd", lambda b: containerd_cmd(b, True), args.runs,
-                                   fresh))
+            results.append(
+                measure("containerd", lambda b: containerd_cmd(b, True), args.runs, fresh)
+            )
         else:
             print("containerd not installed: no comparison", file=sys.stderr)
     print(f"{'daemon':34} {'median ms':>10} {'min ms':>8} {'RSS MiB':>8}")
     for r in results:
-        print(f"{r['name']:34} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {r['median_rss_mib']:8.1f}")
+        print(
+            f"{r['name']:34} {r['median_ms']:10.1f} {r['min_ms']:8.1f} {r['median_rss_mib']:8.1f}"
+        )
     for i in range(0, len(results) - 1, 2):
         ours, theirs = results[i], results[i + 1]
-        print(f"ratio {ours['name']} / {theirs['name']}: time "
-              f"{ours['median_ms'] / theirs['median_ms']:.2f}x, RSS "
-              f"{ours['median_rss_mib'] / theirs['median_rss_mib']:.2f}x")
+        print(
+            f"ratio {ours['name']} / {theirs['name']}: time "
+            f"{ours['median_ms'] / theirs['median_ms']:.2f}x, RSS "
+            f"{ours['median_rss_mib'] / theirs['median_rss_mib']:.2f}x"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

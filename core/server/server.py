@@ -73,7 +73,9 @@ class Server:
         return graph.order(
             self.registry,
             self.settings.disabled_plugins,
-            cache_dir=os.path.join(self.settings.state, "pycontainerd") if self.settings.state else None,
+            cache_dir=os.path.join(self.settings.state, "pycontainerd")
+            if self.settings.state
+            else None,
         )
 
     async def init_plugins(self) -> None:
@@ -112,7 +114,9 @@ class Server:
         meta = Meta()
         try:
             if reg.config is not None:
-                cfg, warns = self.decode(reg.config, self.settings.plugin_configs.get(reg.uri), reg.uri)
+                cfg, warns = self.decode(
+                    reg.config, self.settings.plugin_configs.get(reg.uri), reg.uri
+                )
                 for w in warns:
                     log.warning("%s", w)
                     self.warnings.append(w)
@@ -178,7 +182,9 @@ class Server:
     # -- listeners ----------------------------------------------------------------------
 
     def instances(self) -> list[Any]:
-        return [p.instance for p in self.plugins if p.status is Status.OK and p.instance is not None]
+        return [
+            p.instance for p in self.plugins if p.status is Status.OK and p.instance is not None
+        ]
 
     async def start_servers(self) -> None:
         """Start every ok server plugin with every ok instance to register services from."""

@@ -136,17 +136,39 @@ def test_unknown_key_is_a_warning_and_start_continues(tmp_path):
         ("version = 4\nroot = \n", {}, "config.toml:2:"),
         ("version = 5\n", {}, "newer"),
         ('version = 4\ndisabled_plugins = ["cri"]\n', {}, "invalid disabled plugin URI 'cri'"),
-        ('version = 4\nrequired_plugins = ["io.pycontainerd.test.v1.failer"]\n', TEST_MODULES,
-         "load required plugin io.pycontainerd.test.v1.failer: failed to open test device"),
-        ('version = 4\nrequired_plugins = ["io.containerd.grpc.v1.version"]\n'
-         'disabled_plugins = ["io.containerd.grpc.v1.version"]\n', {}, "disabled"),
-        ('version = 4\nrequired_plugins = ["io.containerd.grpc.v1.nosuch"]\n', {}, "not registered"),
+        (
+            'version = 4\nrequired_plugins = ["io.pycontainerd.test.v1.failer"]\n',
+            TEST_MODULES,
+            "load required plugin io.pycontainerd.test.v1.failer: failed to open test device",
+        ),
+        (
+            'version = 4\nrequired_plugins = ["io.containerd.grpc.v1.version"]\n'
+            'disabled_plugins = ["io.containerd.grpc.v1.version"]\n',
+            {},
+            "disabled",
+        ),
+        (
+            'version = 4\nrequired_plugins = ["io.containerd.grpc.v1.nosuch"]\n',
+            {},
+            "not registered",
+        ),
         ("version = 4\n", {"PYCONTAINERD_PLUGIN_MODULES": "cycleplugins"}, "cycle"),
-        ("version = 4\n", {"PYCONTAINERD_PLUGIN_MODULES": "no_such_module_xyz"},
-         "no_such_module_xyz"),
+        (
+            "version = 4\n",
+            {"PYCONTAINERD_PLUGIN_MODULES": "no_such_module_xyz"},
+            "no_such_module_xyz",
+        ),
     ],
-    ids=["malformed-toml", "newer-version", "short-name-v4", "required-fails",
-         "required-disabled", "required-unknown", "cycle", "missing-module"],
+    ids=[
+        "malformed-toml",
+        "newer-version",
+        "short-name-v4",
+        "required-fails",
+        "required-disabled",
+        "required-unknown",
+        "cycle",
+        "missing-module",
+    ],
 )
 def test_startup_errors_exit_nonzero_with_a_clear_message(tmp_path, config, env, expected):
     res = run_daemon_once(tmp_path / "d", config, env=env)
@@ -157,14 +179,16 @@ def test_startup_errors_exit_nonzero_with_a_clear_message(tmp_path, config, env,
 
 
 def _fake_dist(site: Path, dist: str, module: str, ep: str) -> None:
-    (site / f"{module}.py").write_text(textwrap.dedent("""
+    (site / f"{module}.py").write_text(
+        textwrap.dedent("""
         from pycontainerd.core.plugin import Registration, hookimpl
         async def _init(ic):
             return object()
         @hookimpl
         def pycontainerd_registrations():
             return [Registration(type="io.pycontainerd.dup.v1", id="same", init=_init)]
-    """))
+    """)
+    )
     info = site / f"{dist}-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
@@ -213,20 +237,35 @@ def _free_port() -> int:
 
 def test_metrics_server_serves_prometheus_text(tmp_path):
     port = _free_port()
-    config = f'version = 4\n[plugins."io.containerd.server.v1.metrics"]\naddress = "127.0.0.1:{port}"\n'
+    config = (
+        f'version = 4\n[plugins."io.containerd.server.v1.metrics"]\naddress = "127.0.0.1:{port}"\n'
+    )
     with Daemon(tmp_path / "d", config=config) as d:
         d.pyctr("version")
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/metrics", timeout=10).read().decode()
+        body = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/metrics", timeout=10)
+            .read()
+            .decode()
+        )
     assert "process_resident_memory_bytes" in body
-    assert 'grpc_server_handled_total{grpc_service="containerd.services.version.v1.Version",' \
-           'grpc_method="Version",grpc_code="OK"}' in body
-    assert 'pycontainerd_plugin_status{type="io.containerd.server.v1",id="metrics",status="ok"} 1' in body
+    assert (
+        'grpc_server_handled_total{grpc_service="containerd.services.version.v1.Version",'
+        'grpc_method="Version",grpc_code="OK"}' in body
+    )
+    assert (
+        'pycontainerd_plugin_status{type="io.containerd.server.v1",id="metrics",status="ok"} 1'
+        in body
+    )
 
 
 def _config_cmd(*args: str, env: dict[str, str] | None = None) -> str:
-    res = subprocess.run([sys.executable, "-m", "pycontainerd.cli.daemon", *args],
-                         capture_output=True, text=True, env={**os.environ, **(env or {})},
-                         timeout=60)
+    res = subprocess.run(
+        [sys.executable, "-m", "pycontainerd.cli.daemon", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     return res.stdout
 
@@ -235,8 +274,10 @@ def test_config_default_is_valid_toml_that_round_trips(tmp_path):
     out = _config_cmd("config", "default")
     data = tomllib.loads(out)
     assert data["version"] == 4
-    assert data["plugins"]["io.containerd.server.v1.grpc"]["address"] == \
-        "/run/pycontainerd/pycontainerd.sock"
+    assert (
+        data["plugins"]["io.containerd.server.v1.grpc"]["address"]
+        == "/run/pycontainerd/pycontainerd.sock"
+    )
     path = tmp_path / "config.toml"
     path.write_text(out)
     assert tomllib.loads(_config_cmd("--config", str(path), "config", "dump")) == data
@@ -244,7 +285,8 @@ def test_config_default_is_valid_toml_that_round_trips(tmp_path):
 
 def test_config_migrate_moves_v2_server_tables_into_server_plugins(tmp_path):
     path = tmp_path / "config.toml"
-    path.write_text(textwrap.dedent("""
+    path.write_text(
+        textwrap.dedent("""
         version = 2
         root = "/var/lib/x"
         [grpc]
@@ -255,7 +297,8 @@ def test_config_migrate_moves_v2_server_tables_into_server_plugins(tmp_path):
           level = "debug"
         [metrics]
           address = "127.0.0.1:1338"
-    """))
+    """)
+    )
     data = tomllib.loads(_config_cmd("--config", str(path), "config", "migrate"))
     assert data["version"] == 4
     assert data["root"] == "/var/lib/x"
@@ -295,11 +338,25 @@ def test_publish_subcommand_delivers_an_event_to_subscribers(daemon):
     event.Pack(task_pb2.TaskExit(container_id="c1", exit_status=7), type_url_prefix="")
     with grpc.insecure_channel(f"unix:{daemon.address}") as ch:
         stream = events_pb2_grpc.EventsStub(ch).Subscribe(
-            events_pb2.SubscribeRequest(filters=['topic=="/tasks/exit"']), timeout=30)
+            events_pb2.SubscribeRequest(filters=['topic=="/tasks/exit"']), timeout=30
+        )
         res = subprocess.run(
-            [sys.executable, "-m", "pycontainerd.cli.daemon", "--address", daemon.address,
-             "publish", "--namespace", "testns", "--topic", "/tasks/exit"],
-            input=event.SerializeToString(), capture_output=True, timeout=60)
+            [
+                sys.executable,
+                "-m",
+                "pycontainerd.cli.daemon",
+                "--address",
+                daemon.address,
+                "publish",
+                "--namespace",
+                "testns",
+                "--topic",
+                "/tasks/exit",
+            ],
+            input=event.SerializeToString(),
+            capture_output=True,
+            timeout=60,
+        )
         assert res.returncode == 0, res.stderr
         envelope = next(iter(stream))
         stream.cancel()
@@ -310,7 +367,20 @@ def test_publish_subcommand_delivers_an_event_to_subscribers(daemon):
 
 def test_publish_subcommand_refuses_garbage(daemon):
     res = subprocess.run(
-        [sys.executable, "-m", "pycontainerd.cli.daemon", "--address", daemon.address,
-         "publish", "--namespace", "testns", "--topic", "/tasks/exit"],
-        input=b"\xff\xff", capture_output=True, timeout=60)
+        [
+            sys.executable,
+            "-m",
+            "pycontainerd.cli.daemon",
+            "--address",
+            daemon.address,
+            "publish",
+            "--namespace",
+            "testns",
+            "--topic",
+            "/tasks/exit",
+        ],
+        input=b"\xff\xff",
+        capture_output=True,
+        timeout=60,
+    )
     assert res.returncode == 1 and b"failed to read event payload" in res.stderr

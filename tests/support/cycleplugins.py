@@ -12,6 +12,10 @@ async def _init(ic):
 @hookimpl
 def pycontainerd_registrations():
     return [
-        Registration(type="io.pycontainerd.a.v1", id="a", requires=("io.pycontainerd.b.v1",), init=_init),
-        Registration(type="io.pycontainerd.b.v1", id="b", requires=("io.pycontainerd.a.v1",), init=_init),
+        Registration(
+            type="io.pycontainerd.a.v1", id="a", requires=("io.pycontainerd.b.v1",), init=_init
+        ),
+        Registration(
+            type="io.pycontainerd.b.v1", id="b", requires=("io.pycontainerd.a.v1",), init=_init
+        ),
     ]

@@ -67,12 +67,12 @@ class IntrospectionService(pb_grpc.IntrospectionServicer):
             deprecations=deps,
         )
 
-    async def PluginInfo(self, request: pb.PluginInfoRequest, context: Any) -> pb.PluginInfoResponse:  # noqa: N802
+    async def PluginInfo(
+        self, request: pb.PluginInfoRequest, context: Any
+    ) -> pb.PluginInfoResponse:  # noqa: N802
         p = self.local.plugin(request.type, request.id)
         if request.HasField("options"):
             if p.error is not None:
-                raise errdefs.FailedPrecondition(
-                    f"plugin {p.uri} failed to load: {p.error_text()}"
-                )
+                raise errdefs.FailedPrecondition(f"plugin {p.uri} failed to load: {p.error_text()}")
             raise errdefs.NotImplemented_(f"plugin {p.uri} has no extra info")
         return pb.PluginInfoResponse(plugin=plugin_to_proto(p))

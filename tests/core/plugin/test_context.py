@@ -12,13 +12,22 @@ async def _init(ic):
 
 
 def plugin(t, i, instance=None, error=None):
-    return Plugin(registration=Registration(type=t, id=i, init=_init), config=None, meta=Meta(),
-                  instance=instance, error=error)
+    return Plugin(
+        registration=Registration(type=t, id=i, init=_init),
+        config=None,
+        meta=Meta(),
+        instance=instance,
+        error=error,
+    )
 
 
 def ctx(plugins, requires=("snap",)):
-    return InitContext(registration=Registration(type="user", id="u", requires=requires, init=_init),
-                       config=None, properties={}, plugins=plugins)
+    return InitContext(
+        registration=Registration(type="user", id="u", requires=requires, init=_init),
+        config=None,
+        properties={},
+        plugins=plugins,
+    )
 
 
 def test_get_single_ignores_skipped_and_returns_the_one_ok():
@@ -87,10 +96,15 @@ def test_status_and_error_text_with_cause_chain():
 def test_root_and_state_dirs_are_created_on_use(tmp_path):
     from pycontainerd.core.plugin import types
 
-    c = InitContext(registration=Registration(type="t", id="x", init=_init), config=None,
-                    properties={types.PROPERTY_ROOT_DIR: str(tmp_path / "r" / "t.x"),
-                                types.PROPERTY_STATE_DIR: str(tmp_path / "s" / "t.x")},
-                    plugins=PluginSet())
+    c = InitContext(
+        registration=Registration(type="t", id="x", init=_init),
+        config=None,
+        properties={
+            types.PROPERTY_ROOT_DIR: str(tmp_path / "r" / "t.x"),
+            types.PROPERTY_STATE_DIR: str(tmp_path / "s" / "t.x"),
+        },
+        plugins=PluginSet(),
+    )
     assert (tmp_path / "r" / "t.x").is_dir() is False
     assert c.root == str(tmp_path / "r" / "t.x") and (tmp_path / "r" / "t.x").is_dir()
     assert c.state == str(tmp_path / "s" / "t.x") and (tmp_path / "s" / "t.x").is_dir()

@@ -43,10 +43,16 @@ async def test_plugins_init_in_order_and_close_in_reverse(tmp_path):
             if want:
                 assert ic.get_single(want).name == want.split(".")[-2]
             return Closer(name, closed)
+
         return _init
 
     regs = [
-        Registration(type="io.t.svc.v1", id="svc", requires=("io.t.store.v1",), init=init("svc", "io.t.store.v1")),
+        Registration(
+            type="io.t.svc.v1",
+            id="svc",
+            requires=("io.t.store.v1",),
+            init=init("svc", "io.t.store.v1"),
+        ),
         Registration(type="io.t.store.v1", id="store", init=init("store")),
     ]
     srv = make(tmp_path, regs)
@@ -64,8 +70,13 @@ async def test_skip_and_error_are_recorded_not_fatal(tmp_path):
     async def fail(ic):
         raise RuntimeError("boom")
 
-    srv = make(tmp_path, [Registration(type="io.t.v1", id="s", init=skip),
-                          Registration(type="io.t.v1", id="f", init=fail)])
+    srv = make(
+        tmp_path,
+        [
+            Registration(type="io.t.v1", id="s", init=skip),
+            Registration(type="io.t.v1", id="f", init=fail),
+        ],
+    )
     await srv.start()
     by = {p.registration.id: p for p in srv.plugins}
     assert by["s"].status is Status.SKIPPED and "not on this host" in by["s"].error_text()
@@ -77,13 +88,16 @@ async def test_failing_required_plugin_stops_startup_naming_it(tmp_path):
     async def fail(ic):
         raise RuntimeError("no disk")
 
-    srv = make(tmp_path, [Registration(type="io.t.v1", id="f", init=fail)],
-               required_plugins=["io.t.v1.f"])
+    srv = make(
+        tmp_path, [Registration(type="io.t.v1", id="f", init=fail)], required_plugins=["io.t.v1.f"]
+    )
     with pytest.raises(StartupError, match=r"load required plugin io.t.v1.f: no disk"):
         await srv.start()
 
 
-@pytest.mark.parametrize("disabled, message", [((), "not registered"), (("io.t.v1.x",), "disabled")])
+@pytest.mark.parametrize(
+    "disabled, message", [((), "not registered"), (("io.t.v1.x",), "disabled")]
+)
 async def test_required_plugin_unknown_or_disabled_is_an_error(tmp_path, disabled, message):
     async def ok(ic):
         return 1
@@ -102,10 +116,15 @@ async def test_plugin_config_is_decoded_and_bad_config_fails_the_plugin(tmp_path
         got[ic.registration.id] = ic.config
         return 1
 
-    regs = [Registration(type="io.t.v1", id="good", config=Cfg, init=init),
-            Registration(type="io.t.v1", id="bad", config=Cfg, init=init)]
-    srv = make(tmp_path, regs, plugin_configs={"io.t.v1.good": {"size": 5, "typo": 1},
-                                               "io.t.v1.bad": {"size": "five"}})
+    regs = [
+        Registration(type="io.t.v1", id="good", config=Cfg, init=init),
+        Registration(type="io.t.v1", id="bad", config=Cfg, init=init),
+    ]
+    srv = make(
+        tmp_path,
+        regs,
+        plugin_configs={"io.t.v1.good": {"size": 5, "typo": 1}, "io.t.v1.bad": {"size": "five"}},
+    )
     await srv.start()
     assert got["good"] == Cfg(size=5)
     by = {p.registration.id: p for p in srv.plugins}
