@@ -61,12 +61,16 @@ def build_image(cache: Path) -> images.Image:
     """Five layers of about 100 MB together: layers 0, 2 and 4 random, 1 and 3 text."""
     layout = images.OCILayout(cache / "bench-pull")
     if (cache / "bench-pull.json").exists():
-        return images.Image.from_json(json.loads((cache / "bench-pull.json").read_text()),
-                                      layout.root)
+        return images.Image.from_json(
+            json.loads((cache / "bench-pull.json").read_text()), layout.root
+        )
     layers = [
         layout.add_layer(
-            {f"data/layer-{i}.bin": images.BigFile(size=size, seed=100 + i,
-                                                    compressible=bool(i % 2))},
+            {
+                f"data/layer-{i}.bin": images.BigFile(
+                    size=size, seed=100 + i, compressible=bool(i % 2)
+                )
+            },
             level=1,
         )
         for i, size in enumerate(LAYERS)
@@ -74,8 +78,14 @@ def build_image(cache: Path) -> images.Image:
     m, c = layout.add_manifest(layers, config={"Env": [images.DEFAULT_PATH_ENV]})
     layout.tag(m, "docker.io/library/benchpull:latest")
     layout.save()
-    img = images.Image(name="docker.io/library/benchpull:latest", layout=layout.root, target=m,
-                       manifest=m, config=c, layers=tuple(layers))
+    img = images.Image(
+        name="docker.io/library/benchpull:latest",
+        layout=layout.root,
+        target=m,
+        manifest=m,
+        config=c,
+        layers=tuple(layers),
+    )
     (cache / "bench-pull.json").write_text(json.dumps(img.to_json()))
     return img
 
@@ -109,9 +119,22 @@ def ours(base: Path, snapshotter: str) -> Daemon:
         'version = 4\n[plugins."io.containerd.transfer.v1.local"]\n'
         f'default_snapshotter = "{snapshotter}"\n'
     )
-    cmd = [sys.executable, "-P", "-m", "pycontainerd.cli.daemon", "--config", str(cfg),
-           "--root", str(base / "root"), "--state", str(base / "state"), "--address", sock,
-           "--log-level", "warn"]
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "pycontainerd.cli.daemon",
+        "--config",
+        str(cfg),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+        "--address",
+        sock,
+        "--log-level",
+        "warn",
+    ]
     return Daemon(cmd, sock, base)
 
 
@@ -119,15 +142,42 @@ def theirs(base: Path, snapshotter: str) -> Daemon:
     sock = str(base / "containerd.sock")
     cfg = base / "containerd.toml"
     cfg.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
-    cmd = ["containerd", "--config", str(cfg), "--root", str(base / "root"), "--state",
-           str(base / "state"), "--address", sock, "--log-level", "warn"]
+    cmd = [
+        "containerd",
+        "--config",
+        str(cfg),
+        "--root",
+        str(base / "root"),
+        "--state",
+        str(base / "state"),
+        "--address",
+        sock,
+        "--log-level",
+        "warn",
+    ]
     return Daemon(cmd, sock, base)
 
 
 def pyctr_pull(d: Daemon, ref: str, snapshotter: str) -> None:
-    subprocess.run([sys.executable, "-P", "-m", "pycontainerd.cli.pyctr", "-a", d.sock,
-                    "images", "pull", "--plain-http", "--no-progress", "--snapshotter",
-                    snapshotter, ref], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-P",
+            "-m",
+            "pycontainerd.cli.pyctr",
+            "-a",
+            d.sock,
+            "images",
+            "pull",
+            "--plain-http",
+            "--no-progress",
+            "--snapshotter",
+            snapshotter,
+            ref,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def transfer_pull(d: Daemon, ref: str, snapshotter: str) -> None:
@@ -144,21 +194,34 @@ def transfer_pull(d: Daemon, ref: str, snapshotter: str) -> None:
             await transfer(
                 d.sock,
                 OCIRegistry(reference=ref, default_scheme="http"),
-                ImageStore(name=ref, platforms=[host],
-                           unpacks=[UnpackConfiguration(platform=host, snapshotter=snapshotter)]),
+                ImageStore(
+                    name=ref,
+                    platforms=[host],
+                    unpacks=[UnpackConfiguration(platform=host, snapshotter=snapshotter)],
+                ),
             )
 
     asyncio.run(go())
 
 
 def ctr_pull(d: Daemon, ref: str, snapshotter: str) -> None:
-    subprocess.run(["ctr", "-a", d.sock, "images", "pull", "--plain-http", "--snapshotter",
-                    snapshotter, ref], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS": "1"})
+    subprocess.run(
+        ["ctr", "-a", d.sock, "images", "pull", "--plain-http", "--snapshotter", snapshotter, ref],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS": "1"},
+    )
 
 
-def measure(name: str, start: Callable[[Path, str], Daemon], pull: Callable[..., None],
-            ref: str, snapshotter: str, runs: int, size: int) -> dict[str, float | str]:
+def measure(
+    name: str,
+    start: Callable[[Path, str], Daemon],
+    pull: Callable[..., None],
+    ref: str,
+    snapshotter: str,
+    runs: int,
+    size: int,
+) -> dict[str, float | str]:
     times, cpus, rss = [], [], []
     for i in range(runs + 1):
         base = Path(tempfile.mkdtemp(prefix="bench-pull-", dir="/var/tmp"))
@@ -182,9 +245,14 @@ def measure(name: str, start: Callable[[Path, str], Daemon], pull: Callable[...,
         cpus.append(cpu)
         rss.append(peak)
     med = statistics.median(times)
-    return {"name": name, "median_s": med, "min_s": min(times),
-            "mib_per_s": size / med / (1 << 20), "daemon_cpu_s": statistics.median(cpus),
-            "daemon_peak_rss_mib": statistics.median(rss)}
+    return {
+        "name": name,
+        "median_s": med,
+        "min_s": min(times),
+        "mib_per_s": size / med / (1 << 20),
+        "daemon_cpu_s": statistics.median(cpus),
+        "daemon_peak_rss_mib": statistics.median(rss),
+    }
 
 
 def main() -> int:
@@ -203,28 +271,52 @@ def main() -> int:
         try:
             reg.push(img, repository="bench/pull")
             ref = reg.ref("bench/pull")
-            print(f"image: {len(img.layers)} layers, {size / (1 << 20):.1f} MiB compressed, "
-                  f"snapshotter {args.snapshotter}, {args.runs} runs", file=sys.stderr)
+            print(
+                f"image: {len(img.layers)} layers, {size / (1 << 20):.1f} MiB compressed, "
+                f"snapshotter {args.snapshotter}, {args.runs} runs",
+                file=sys.stderr,
+            )
             results = [
-                measure("pyctr images pull", ours, pyctr_pull, ref, args.snapshotter,
-                        args.runs, size),
-                measure("transfer pull (gRPC)", ours, transfer_pull, ref, args.snapshotter,
-                        args.runs, size),
+                measure(
+                    "pyctr images pull", ours, pyctr_pull, ref, args.snapshotter, args.runs, size
+                ),
+                measure(
+                    "transfer pull (gRPC)",
+                    ours,
+                    transfer_pull,
+                    ref,
+                    args.snapshotter,
+                    args.runs,
+                    size,
+                ),
             ]
             if shutil.which("containerd") and shutil.which("ctr"):
-                results.append(measure("containerd 1.6 ctr pull", theirs, ctr_pull, ref,
-                                       args.snapshotter, args.runs, size))
+                results.append(
+                    measure(
+                        "containerd 1.6 ctr pull",
+                        theirs,
+                        ctr_pull,
+                        ref,
+                        args.snapshotter,
+                        args.runs,
+                        size,
+                    )
+                )
         finally:
             reg.stop()
     print(f"{'pull':26} {'median s':>9} {'min s':>7} {'MiB/s':>7} {'cpu s':>7} {'RSS MiB':>8}")
     for r in results:
-        print(f"{r['name']:26} {r['median_s']:9.2f} {r['min_s']:7.2f} {r['mib_per_s']:7.1f} "
-              f"{r['daemon_cpu_s']:7.2f} {r['daemon_peak_rss_mib']:8.1f}")
+        print(
+            f"{r['name']:26} {r['median_s']:9.2f} {r['min_s']:7.2f} {r['mib_per_s']:7.1f} "
+            f"{r['daemon_cpu_s']:7.2f} {r['daemon_peak_rss_mib']:8.1f}"
+        )
     if len(results) == 3:
         base = results[2]
         for r in results[:2]:
-            print(f"ratio {r['name']} / containerd: {r['median_s'] / base['median_s']:.2f}x time, "
-                  f"{r['daemon_cpu_s'] / max(base['daemon_cpu_s'], 1e-9):.2f}x cpu")
+            print(
+                f"ratio {r['name']} / containerd: {r['median_s'] / base['median_s']:.2f}x time, "
+                f"{r['daemon_cpu_s'] / max(base['daemon_cpu_s'], 1e-9):.2f}x cpu"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -83,8 +83,9 @@ POD_ANNOTATION = "io.kubernetes.cri.sandbox-id"
 VENV_BIN = str(Path(sys.executable).parent)
 #: shim binaries given with --also-shim, recognised as shims by path
 EXTRA_SHIMS: set[bytes] = set()
-SEARCH_PATH = ":".join([VENV_BIN, os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin",
-                        "/sbin"])
+SEARCH_PATH = ":".join(
+    [VENV_BIN, os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"]
+)
 
 
 # --------------------------------------------------------------------------- daemons
@@ -188,11 +189,16 @@ class Client:
         self.md = (*md, ("containerd-lease", self.lease.id))
 
     def create_container(
-        self, id: str, args: list[str], runtime: str, pod: str = ""  # noqa: A002
+        self,
+        id: str,
+        args: list[str],
+        runtime: str,
+        pod: str = "",  # noqa: A002
     ) -> list[snapshots_pb2.types_dot_mount__pb2.Mount]:  # type: ignore[name-defined]
         mounts = self.snapshots.Prepare(
-            snapshots_pb2.PrepareSnapshotRequest(snapshotter=SNAPSHOTTER, key=id,
-                                                 parent=self.parent),
+            snapshots_pb2.PrepareSnapshotRequest(
+                snapshotter=SNAPSHOTTER, key=id, parent=self.parent
+            ),
             metadata=self.md,
         ).mounts
         annotations = {POD_ANNOTATION: pod} if pod else None
@@ -213,9 +219,12 @@ class Client:
         return list(mounts)
 
     def create_task(self, id: str, mounts: list, stdio: tuple[str, str] = ("", "")) -> None:  # noqa: A002
-        self.tasks.Create(tasks_pb2.CreateTaskRequest(container_id=id, rootfs=mounts,
-                                                      stdout=stdio[0], stderr=stdio[1]),
-                          metadata=self.md)
+        self.tasks.Create(
+            tasks_pb2.CreateTaskRequest(
+                container_id=id, rootfs=mounts, stdout=stdio[0], stderr=stdio[1]
+            ),
+            metadata=self.md,
+        )
 
     def image_checks(self) -> None:
         """What ctr run reads before it creates anything: the image, the namespace (default
@@ -226,22 +235,34 @@ class Client:
         digest = img.target.digest
         while True:
             self.content.Info(content_pb2.InfoRequest(digest=digest), metadata=md)
-            blob = b"".join(r.data for r in self.content.Read(
-                content_pb2.ReadContentRequest(digest=digest), metadata=md))
+            blob = b"".join(
+                r.data
+                for r in self.content.Read(
+                    content_pb2.ReadContentRequest(digest=digest), metadata=md
+                )
+            )
             doc = json.loads(blob)
             if "manifests" in doc:  # an index: take the first manifest
                 digest = doc["manifests"][0]["digest"]
                 continue
             break
-        b"".join(r.data for r in self.content.Read(
-            content_pb2.ReadContentRequest(digest=doc["config"]["digest"]), metadata=md))
-        self.snapshots.Stat(snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER,
-                                                              key=self.parent), metadata=md)
+        b"".join(
+            r.data
+            for r in self.content.Read(
+                content_pb2.ReadContentRequest(digest=doc["config"]["digest"]), metadata=md
+            )
+        )
+        self.snapshots.Stat(
+            snapshots_pb2.StatSnapshotRequest(snapshotter=SNAPSHOTTER, key=self.parent), metadata=md
+        )
 
     def task_mounts(self, id: str) -> list:  # noqa: A002
         self.containers.Get(containers_pb2.GetContainerRequest(id=id), metadata=self.md)
-        return list(self.snapshots.Mounts(
-            snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER, key=id), metadata=self.md).mounts)
+        return list(
+            self.snapshots.Mounts(
+                snapshots_pb2.MountsRequest(snapshotter=SNAPSHOTTER, key=id), metadata=self.md
+            ).mounts
+        )
 
     def start(self, id: str) -> None:  # noqa: A002
         self.tasks.Start(tasks_pb2.StartRequest(container_id=id), metadata=self.md)
@@ -254,15 +275,17 @@ class Client:
 
     def delete_container(self, id: str) -> None:  # noqa: A002
         self.containers.Delete(containers_pb2.DeleteContainerRequest(id=id), metadata=self.md)
-        self.snapshots.Remove(snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id),
-                              metadata=self.md)
+        self.snapshots.Remove(
+            snapshots_pb2.RemoveSnapshotRequest(snapshotter=SNAPSHOTTER, key=id), metadata=self.md
+        )
 
     def remove(self, id: str) -> None:  # noqa: A002
         """Kill, wait, delete the task (if any), the container and its snapshot."""
         try:
             fut = self.wait_future(id)
-            self.tasks.Kill(tasks_pb2.KillRequest(container_id=id, signal=9, all=True),
-                            metadata=self.md)
+            self.tasks.Kill(
+                tasks_pb2.KillRequest(container_id=id, signal=9, all=True), metadata=self.md
+            )
             fut.result(timeout=30)
         except grpc.RpcError:
             pass
@@ -312,8 +335,15 @@ def phases_once(client: Client, id: str, runtime: str, fifo_dir: str) -> dict[st
     marks.append(time.monotonic())
     client.delete_container(id)
     marks.append(time.monotonic())
-    names = ["image checks", "container create", "task create", "task start",
-             "wait (exit seen)", "task delete", "container delete"]
+    names = [
+        "image checks",
+        "container create",
+        "task create",
+        "task start",
+        "wait (exit seen)",
+        "task delete",
+        "container delete",
+    ]
     for i, name in enumerate(names):
         out[name] = marks[i + 1] - marks[i]
     out["total"] = marks[-1] - marks[0]
@@ -386,7 +416,7 @@ def shim_pids(address: str, daemon_pid: int) -> list[int]:
             if _environ(int(entry)).get("GRPC_ADDRESS") == address:
                 found.append(int(entry))
             continue
-        if "-address" not in args or args[args.index("-address") + 1:][:1] != [address]:
+        if "-address" not in args or args[args.index("-address") + 1 :][:1] != [address]:
             continue
         if "delete" in args or ("start" in args and _ppid(int(entry)) == daemon_pid):
             continue
@@ -418,8 +448,17 @@ def bench_latency(targets: list[tuple[str, object, str]], runs: int) -> dict[str
         for name, d, runtime in targets:
             cid = f"lat-{i}"
             t0 = time.monotonic()
-            r = ctr(d.address, "run", "--rm", "--runtime", runtime, IMAGE, cid,  # type: ignore[attr-defined]
-                    "echo", "hello")
+            r = ctr(
+                d.address,
+                "run",
+                "--rm",
+                "--runtime",
+                runtime,
+                IMAGE,
+                cid,  # type: ignore[attr-defined]
+                "echo",
+                "hello",
+            )
             dt = time.monotonic() - t0
             if r.stdout != b"hello\n":
                 raise RuntimeError(f"{name}: unexpected output {r.stdout!r}")
@@ -434,8 +473,12 @@ def bench_phases(
     res: dict[str, dict[str, list[float]]] = {name: {} for name, _, _ in targets}
     for i in range(runs + 1):
         for name, d, runtime in targets:
-            out = phases_once(clients[d.name], f"ph-{i}", runtime,  # type: ignore[attr-defined]
-                              fifo_dir)
+            out = phases_once(
+                clients[d.name],
+                f"ph-{i}",
+                runtime,  # type: ignore[attr-defined]
+                fifo_dir,
+            )
             if i:
                 for k, v in out.items():
                     res[name].setdefault(k, []).append(v)
@@ -463,20 +506,27 @@ def bench_memory(
                     ctr(address, "run", "-d", "--runtime", runtime, IMAGE, cid, "sleep", "1000")
             time.sleep(1.0)
             m = memory_of(pid, address)
-            row = {"config": name, "containers": n, **m,
-                   "idle_daemon_rss_kib": idle["daemon_rss_kib"],
-                   "idle_daemon_pss_kib": idle["daemon_pss_kib"]}
+            row = {
+                "config": name,
+                "containers": n,
+                **m,
+                "idle_daemon_rss_kib": idle["daemon_rss_kib"],
+                "idle_daemon_pss_kib": idle["daemon_pss_kib"],
+            }
             for kind in ("rss", "pss"):
                 total = m[f"daemon_{kind}_kib"] + m[f"shims_{kind}_kib"]
                 row[f"total_{kind}_kib"] = total
                 row[f"per_container_{kind}_kib"] = (total - idle[f"daemon_{kind}_kib"]) / n
             rows.append(row)
-            print(f"  {name:<28} n={n:<3} shims={m['shims']:<3} "
-                  f"RSS daemon {m['daemon_rss_kib'] / 1024:6.1f} MiB shims "
-                  f"{m['shims_rss_kib'] / 1024:7.1f} MiB | PSS daemon "
-                  f"{m['daemon_pss_kib'] / 1024:6.1f} shims {m['shims_pss_kib'] / 1024:7.1f} | "
-                  f"per container RSS {row['per_container_rss_kib'] / 1024:5.2f} "
-                  f"PSS {row['per_container_pss_kib'] / 1024:5.2f} MiB", flush=True)
+            print(
+                f"  {name:<28} n={n:<3} shims={m['shims']:<3} "
+                f"RSS daemon {m['daemon_rss_kib'] / 1024:6.1f} MiB shims "
+                f"{m['shims_rss_kib'] / 1024:7.1f} MiB | PSS daemon "
+                f"{m['daemon_pss_kib'] / 1024:6.1f} shims {m['shims_pss_kib'] / 1024:7.1f} | "
+                f"per container RSS {row['per_container_rss_kib'] / 1024:5.2f} "
+                f"PSS {row['per_container_pss_kib'] / 1024:5.2f} MiB",
+                flush=True,
+            )
     finally:
         for cid in started:
             client.remove(cid)
@@ -496,9 +546,14 @@ def main() -> int:
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--with-containerd-pyrunc", action="store_true")
-    ap.add_argument("--also-shim", action="append", default=[], metavar="LABEL=PATH",
-                    help="also run pycontainerd with this shim binary (an absolute path as the "
-                    "runtime), e.g. an older build of ours for a before/after comparison")
+    ap.add_argument(
+        "--also-shim",
+        action="append",
+        default=[],
+        metavar="LABEL=PATH",
+        help="also run pycontainerd with this shim binary (an absolute path as the "
+        "runtime), e.g. an older build of ours for a before/after comparison",
+    )
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",") if c]
@@ -510,8 +565,11 @@ def main() -> int:
     ctd = Containerd(work / "containerd")
     pyd: Pycontainerd | None = None
     clients: dict[str, Client] = {}
-    out: dict[str, object] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                              "loadavg": os.getloadavg(), "cpus": os.cpu_count()}
+    out: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "loadavg": os.getloadavg(),
+        "cpus": os.cpu_count(),
+    }
     try:
         pyd = Pycontainerd(work / "py")
         for d in (ctd, pyd):
@@ -533,10 +591,13 @@ def main() -> int:
         if not args.skip_latency:
             lat = bench_latency(targets, args.runs)
             base = statistics.median(lat["containerd/runc"])
-            _table(f"ctr run --rm {IMAGE} echo hello ({args.runs} runs after a warm-up):",
-                   ((n, median_ms(t), statistics.median(t) / base) for n, t in lat.items()))
-            out["latency"] = {n: {"median_s": statistics.median(t), "runs": t}
-                              for n, t in lat.items()}
+            _table(
+                f"ctr run --rm {IMAGE} echo hello ({args.runs} runs after a warm-up):",
+                ((n, median_ms(t), statistics.median(t) / base) for n, t in lat.items()),
+            )
+            out["latency"] = {
+                n: {"median_s": statistics.median(t), "runs": t} for n, t in lat.items()
+            }
             ph = bench_phases(targets, clients, args.runs, str(work))
             names = list(ph)
             keys = list(ph[names[0]])
@@ -545,15 +606,18 @@ def main() -> int:
             print("  " + f"{'phase':<20}" + "".join(f"{n:>{w}}" for n in names))
             for k in keys:
                 print("  " + f"{k:<20}" + "".join(f"{median_ms(ph[n][k]):{w}.1f}" for n in names))
-            out["phases"] = {n: {k: statistics.median(v) for k, v in p.items()}
-                             for n, p in ph.items()}
+            out["phases"] = {
+                n: {k: statistics.median(v) for k, v in p.items()} for n, p in ph.items()
+            }
             print(f"load average {os.getloadavg()}", flush=True)
 
         if not args.skip_memory:
             mem_targets = [(n, d, r, False) for n, d, r in targets]
-            mem_targets += [("containerd/runc pod", ctd, RUNC, True),
-                            ("pycontainerd/runc pod", pyd, RUNC, True),
-                            ("pycontainerd/pyrunc pod", pyd, PYRUNC, True)]
+            mem_targets += [
+                ("containerd/runc pod", ctd, RUNC, True),
+                ("pycontainerd/runc pod", pyd, RUNC, True),
+                ("pycontainerd/pyrunc pod", pyd, PYRUNC, True),
+            ]
             print("memory (daemon + shims; per container = (total - idle daemon) / n):")
             rows = []
             for name, d, runtime, pod in mem_targets:

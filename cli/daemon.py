@@ -27,8 +27,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="pycontainerd",
         description="containerd's architecture in Python: a plugin-based container runtime daemon",
     )
-    p.add_argument("-c", "--config", help="path to the configuration file "
-                   "(default /etc/pycontainerd/config.toml)")
+    p.add_argument(
+        "-c",
+        "--config",
+        help="path to the configuration file (default /etc/pycontainerd/config.toml)",
+    )
     p.add_argument("-a", "--address", help="address for the gRPC server (a unix socket path)")
     p.add_argument("--root", help="root directory for persistent data")
     p.add_argument("--state", help="state directory for execution state")
@@ -40,8 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     cfg_sub.add_parser("default", help="print the default configuration")
     cfg_sub.add_parser("dump", help="print the effective configuration (after imports)")
     cfg_sub.add_parser("migrate", help="print the configuration migrated to the current version")
-    pub = sub.add_parser("publish", help="publish an event (a protobuf Any on stdin) to the "
-                         "daemon at --address; the legacy path shims use")
+    pub = sub.add_parser(
+        "publish",
+        help="publish an event (a protobuf Any on stdin) to the "
+        "daemon at --address; the legacy path shims use",
+    )
     from pycontainerd.plugins.runtimes.v2 import publish
 
     publish.add_arguments(pub)
@@ -189,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             from pycontainerd.core import config as config_
             from pycontainerd.plugins.runtimes.v2 import publish
 
-            return publish.run(args.address or config_.DEFAULT_ADDRESS, args.namespace,
-                               args.topic)
+            return publish.run(args.address or config_.DEFAULT_ADDRESS, args.namespace, args.topic)
         try:
             import uvloop  # type: ignore[import-not-found]
 

@@ -27,9 +27,7 @@ class Service:
     def emit(self, id_: str, message: str) -> None:
         if id_ not in self._seen:
             log.warning("deprecation %s: %s", id_, message)
-        self._seen[id_] = Warning_(
-            id=id_, message=message, last_occurrence=dt.datetime.now(dt.UTC)
-        )
+        self._seen[id_] = Warning_(id=id_, message=message, last_occurrence=dt.datetime.now(dt.UTC))
 
     def warnings(self) -> list[Warning_]:
         return sorted(self._seen.values(), key=lambda w: w.id)

@@ -36,14 +36,26 @@ def _command_word(argv: list[str]) -> str | None:
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The command line parser; with ``argv``, only the subcommand it names is loaded."""
     p = argparse.ArgumentParser(prog="pyctr", description="pycontainerd command line client")
-    p.add_argument("-a", "--address",
-                   default=os.environ.get("PYCONTAINERD_ADDRESS")
-                   or os.environ.get("CONTAINERD_ADDRESS") or DEFAULT_ADDRESS,
-                   help="address of the daemon's gRPC socket")
-    p.add_argument("-n", "--namespace", default=namespaces.default_from_env(),
-                   help="namespace to use (env CONTAINERD_NAMESPACE)")
-    p.add_argument("--timeout", type=float, default=0.0,
-                   help="total timeout for each call, in seconds (0: none)")
+    p.add_argument(
+        "-a",
+        "--address",
+        default=os.environ.get("PYCONTAINERD_ADDRESS")
+        or os.environ.get("CONTAINERD_ADDRESS")
+        or DEFAULT_ADDRESS,
+        help="address of the daemon's gRPC socket",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default=namespaces.default_from_env(),
+        help="namespace to use (env CONTAINERD_NAMESPACE)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="total timeout for each call, in seconds (0: none)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     word = _command_word(argv) if argv is not None else None
     for mod in commands.modules(word):

@@ -189,7 +189,10 @@ async def _quietly(aw: Awaitable[Any]) -> None:
 
 
 async def attach(
-    fifo_dir: str | None, id: str, *, terminal: bool = False  # noqa: A002
+    fifo_dir: str | None,
+    id: str,
+    *,
+    terminal: bool = False,  # noqa: A002
 ) -> Attached:
     """Make the FIFOs for process ``id`` and start copying their output to our stdout and
     stderr. The paths go into ``Tasks/Create`` or ``Tasks/Exec``."""
@@ -212,8 +215,14 @@ def forward_signals(
 ) -> Callable[[], None]:
     """Forward the signals a user sends to pyctr to the process (``Tasks/Kill``); returns a
     function that stops forwarding."""
-    sigs = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
-            signal.SIGUSR1, signal.SIGUSR2]
+    sigs = [
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ]
     installed = []
 
     def forward(sig: int) -> None:

@@ -9,8 +9,12 @@ import grpc
 from pycontainerd.core import errdefs, namespaces
 
 
-class _Metadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
-                grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+class _Metadata(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
     def __init__(self, md: list[tuple[str, str]]) -> None:
         self.md = md
 
@@ -42,8 +46,13 @@ class _Details(grpc.ClientCallDetails):
 
 
 class Client:
-    def __init__(self, address: str, namespace: str = namespaces.DEFAULT,
-                 timeout: float | None = None, lease: str = "") -> None:
+    def __init__(
+        self,
+        address: str,
+        namespace: str = namespaces.DEFAULT,
+        timeout: float | None = None,
+        lease: str = "",
+    ) -> None:
         target = address if address.startswith("unix:") else f"unix:{address}"
         self.address = address
         self.namespace = namespace
@@ -53,8 +62,10 @@ class Client:
             md.append(("containerd-lease", lease))
         self._raw = grpc.insecure_channel(
             target,
-            options=[("grpc.max_receive_message_length", 16 << 20),
-                     ("grpc.max_send_message_length", 16 << 20)],
+            options=[
+                ("grpc.max_receive_message_length", 16 << 20),
+                ("grpc.max_send_message_length", 16 << 20),
+            ],
         )
         self.channel = grpc.intercept_channel(self._raw, _Metadata(md))
 

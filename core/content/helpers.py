@@ -94,9 +94,7 @@ async def read_chunks(
     ra = await provider.reader_at(desc)
     try:
         if offset > ra.size:
-            raise errdefs.OutOfRange(
-                f"blob {desc.digest}: offset {offset} past size {ra.size}"
-            )
+            raise errdefs.OutOfRange(f"blob {desc.digest}: offset {offset} past size {ra.size}")
         end = ra.size if size == 0 else min(ra.size, offset + size)
         while offset < end:
             chunk = await ra.read_at(offset, min(chunk_size, end - offset))
@@ -148,9 +146,7 @@ async def write_blob(
     ``data``, else started over."""
     digests.validate(expected)
     try:
-        w = await open_writer(
-            ingester, ref, total=len(data), expected=expected, timeout=timeout
-        )
+        w = await open_writer(ingester, ref, total=len(data), expected=expected, timeout=timeout)
     except errdefs.AlreadyExists:
         return
     try:

@@ -65,7 +65,7 @@ class Registration:
             raise RegistrationError(f"plugin of type {self.type!r}{where}: no id")
         if ALL in self.requires and len(self.requires) > 1:
             raise RegistrationError(
-                f"plugin {self.uri}{where}: invalid requires: \"*\" must be the only requirement"
+                f'plugin {self.uri}{where}: invalid requires: "*" must be the only requirement'
             )
         if self.type in self.requires:
             raise RegistrationError(

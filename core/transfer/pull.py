@@ -49,6 +49,7 @@ def _handlers() -> Any:
 
     return handlers
 
+
 LABEL_DISTRIBUTION_SOURCE = "containerd.io/distribution.source."
 #: Largest index/manifest/config read into memory.
 MAX_JSON_BLOB = 20 << 20

@@ -282,9 +282,7 @@ class _Connection:
                 raise  # the connection or the stream is going away: nothing to answer
             result_status = status.make(errdefs.Code.CANCELLED, "canceled")
         except TimeoutError:
-            result_status = status.make(
-                errdefs.Code.DEADLINE_EXCEEDED, "context deadline exceeded"
-            )
+            result_status = status.make(errdefs.Code.DEADLINE_EXCEEDED, "context deadline exceeded")
         except _ConnectionLost as e:
             log.debug("ttrpc: %s/%s: connection lost: %s", req.service, req.method, e)
             self.finish(st.id)

@@ -50,6 +50,7 @@ IMAGE_KEYS = (
 #: Keys of the old ``containerd`` table that move to the images plugin's top level.
 IMAGE_CONTAINERD_KEYS = ("snapshotter", "disable_snapshot_annotations", "discard_unpacked_layers")
 
+
 def host_platform() -> str:
     """The host's OCI platform as ``os/arch[/variant]`` (what a migrated runtime platform gets)."""
     from pycontainerd.core import platforms

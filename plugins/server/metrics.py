@@ -19,8 +19,10 @@ _START = time.time()
 
 def render(plugins: PluginSet) -> str:
     lines: list[str] = []
-    lines += ["# HELP process_resident_memory_bytes Resident memory size in bytes.",
-              "# TYPE process_resident_memory_bytes gauge"]
+    lines += [
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.",
+        "# TYPE process_resident_memory_bytes gauge",
+    ]
     try:
         with open(f"/proc/{os.getpid()}/statm") as f:
             rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -28,14 +30,18 @@ def render(plugins: PluginSet) -> str:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     lines.append(f"process_resident_memory_bytes {rss}")
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    lines += ["# HELP process_cpu_seconds_total Total user and system CPU time.",
-              "# TYPE process_cpu_seconds_total counter",
-              f"process_cpu_seconds_total {ru.ru_utime + ru.ru_stime:.6f}",
-              "# HELP process_start_time_seconds Start time of the process since unix epoch.",
-              "# TYPE process_start_time_seconds gauge",
-              f"process_start_time_seconds {_START:.3f}"]
-    lines += ["# HELP pycontainerd_plugin_status Plugin init status (1 for the plugin's status).",
-              "# TYPE pycontainerd_plugin_status gauge"]
+    lines += [
+        "# HELP process_cpu_seconds_total Total user and system CPU time.",
+        "# TYPE process_cpu_seconds_total counter",
+        f"process_cpu_seconds_total {ru.ru_utime + ru.ru_stime:.6f}",
+        "# HELP process_start_time_seconds Start time of the process since unix epoch.",
+        "# TYPE process_start_time_seconds gauge",
+        f"process_start_time_seconds {_START:.3f}",
+    ]
+    lines += [
+        "# HELP pycontainerd_plugin_status Plugin init status (1 for the plugin's status).",
+        "# TYPE pycontainerd_plugin_status gauge",
+    ]
     for p in plugins:
         lines.append(
             f'pycontainerd_plugin_status{{type="{_esc(p.registration.type)}",'
@@ -44,8 +50,10 @@ def render(plugins: PluginSet) -> str:
     grpc_plugin = plugins.get("io.containerd.server.v1.grpc")
     if grpc_plugin is not None and grpc_plugin.status is Status.OK:
         stats = grpc_plugin.instance.stats
-        lines += ["# HELP grpc_server_handled_total Total number of RPCs completed on the server.",
-                  "# TYPE grpc_server_handled_total counter"]
+        lines += [
+            "# HELP grpc_server_handled_total Total number of RPCs completed on the server.",
+            "# TYPE grpc_server_handled_total counter",
+        ]
         for (method, code), n in sorted(stats.counts.items()):
             svc, _, name = method.lstrip("/").rpartition("/")
             lines.append(

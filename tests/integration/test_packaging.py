@@ -26,10 +26,26 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess[str]:
 
 def _wheel(src: Path, out: Path) -> Path:
     work = out / ("src-" + src.name)
-    shutil.copytree(src, work, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info",
-                                                              "build", "dist", "__pycache__"))
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
-          str(out), str(work)])
+    shutil.copytree(
+        src,
+        work,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "*.egg-info", "build", "dist", "__pycache__"
+        ),
+    )
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(out),
+            str(work),
+        ]
+    )
     return out
 
 
@@ -48,16 +64,24 @@ def test_wheel_installs_in_a_fresh_venv_and_runs(wheels, tmp_path):
     _run([str(venv / "bin" / "pip"), "install", "-q", str(whl)])
     out = _run([str(venv / "bin" / "pycontainerd"), "--version"], cwd=tmp_path).stdout
     assert out.strip() == "pycontainerd 0.1.0"
-    code = ("import pycontainerd.plugins.services.introspection.plugin as m, pycontainerd; "
-            "print(pycontainerd.__file__); print(len(m.pycontainerd_registrations()))")
+    code = (
+        "import pycontainerd.plugins.services.introspection.plugin as m, pycontainerd; "
+        "print(pycontainerd.__file__); print(len(m.pycontainerd_registrations()))"
+    )
     lines = _run([str(venv / "bin" / "python"), "-c", code], cwd=tmp_path).stdout.split()
     assert lines[0].startswith(str(venv)), "imported from the checkout, not the wheel"
     assert lines[1] == "2"
     # the .proto sources travel with the generated code
-    protos = _run([str(venv / "bin" / "python"), "-c",
-                   "import importlib.resources as r; "
-                   "print(r.files('pycontainerd.api').joinpath('containerd/types/platform.proto')"
-                   ".is_file())"], cwd=tmp_path).stdout.strip()
+    protos = _run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import importlib.resources as r; "
+            "print(r.files('pycontainerd.api').joinpath('containerd/types/platform.proto')"
+            ".is_file())",
+        ],
+        cwd=tmp_path,
+    ).stdout.strip()
     assert protos == "True"
 
 
@@ -66,21 +90,24 @@ def example_site(wheels, tmp_path_factory) -> Path:
     """The example plugin installed into a separate site dir (not into the test venv)."""
     site = tmp_path_factory.mktemp("site")
     (whl,) = wheels.glob("pycontainerd_example_plugin-*.whl")
-    _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site),
-          str(whl)])
+    _run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(whl)]
+    )
     return site
 
 
 def test_third_party_plugin_appears_in_config_default(example_site):
     env = {**os.environ, "PYTHONPATH": str(example_site)}
-    out = _run([sys.executable, "-m", "pycontainerd.cli.daemon", "config", "default"],
-               env=env).stdout
+    out = _run(
+        [sys.executable, "-m", "pycontainerd.cli.daemon", "config", "default"], env=env
+    ).stdout
     section = tomllib.loads(out)["plugins"]["io.pycontainerd.example.v1.hello"]
     assert section == {"greeting": "hello", "count": 1}
     # and it is absent when autoload is switched off
     env["PYCONTAINERD_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    out = _run([sys.executable, "-m", "pycontainerd.cli.daemon", "config", "default"],
-               env=env).stdout
+    out = _run(
+        [sys.executable, "-m", "pycontainerd.cli.daemon", "config", "default"], env=env
+    ).stdout
     assert "io.pycontainerd.example.v1.hello" not in tomllib.loads(out)["plugins"]
 
 

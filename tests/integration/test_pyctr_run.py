@@ -38,8 +38,13 @@ def d(tmp_path_factory: pytest.TempPathFactory, busybox: images.Image) -> Iterat
     for name in ("containerd-shim-runc-v2", "runc"):
         peers.require_binary(name)
     base = Path(tempfile.mkdtemp(prefix="pyctrrun", dir="/tmp"))
-    env = {"PATH": ":".join(filter(None, [os.path.dirname(sys.executable),
-                                          os.environ.get("PATH"), *peers.SBIN_DIRS]))}
+    env = {
+        "PATH": ":".join(
+            filter(
+                None, [os.path.dirname(sys.executable), os.environ.get("PATH"), *peers.SBIN_DIRS]
+            )
+        )
+    }
     daemon = Daemon(base / "d", config=CONFIG, env=env)
     daemon.start()
     try:
@@ -54,12 +59,19 @@ def d(tmp_path_factory: pytest.TempPathFactory, busybox: images.Image) -> Iterat
         shutil.rmtree(base, ignore_errors=True)
 
 
-def pyctr(d: Daemon, *args: str, input: bytes | None = None,
-          timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def pyctr(
+    d: Daemon, *args: str, input: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
     """pyctr with stdin from ``input`` (else /dev/null), bytes out."""
     cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", d.address, *args]
-    return subprocess.run(cmd, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                          capture_output=True, timeout=timeout, env=d.env)
+    return subprocess.run(
+        cmd,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        env=d.env,
+    )
 
 
 def _tasks(d: Daemon) -> dict[str, tuple[str, str]]:
@@ -97,8 +109,9 @@ def _wait_status(d: Daemon, cid: str, status: str, timeout: float = 30) -> None:
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_run_rm_prints_hello_and_leaves_nothing(d: Daemon, busybox: images.Image,
-                                                runtime: str) -> None:
+def test_run_rm_prints_hello_and_leaves_nothing(
+    d: Daemon, busybox: images.Image, runtime: str
+) -> None:
     cid = "hello-" + runtime.split(".")[2]
     res = pyctr(d, "run", "--rm", "--runtime", runtime, busybox.name, cid, "echo", "hello")
     assert res.returncode == 0, (res.stderr, d.log()[-3000:])
@@ -107,11 +120,20 @@ def test_run_rm_prints_hello_and_leaves_nothing(d: Daemon, busybox: images.Image
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_run_exit_code_and_stderr_propagate(d: Daemon, busybox: images.Image,
-                                            runtime: str) -> None:
+def test_run_exit_code_and_stderr_propagate(d: Daemon, busybox: images.Image, runtime: str) -> None:
     cid = "exit3-" + runtime.split(".")[2]
-    res = pyctr(d, "run", "--rm", "--runtime", runtime, busybox.name, cid,
-                "sh", "-c", "echo out; echo oops >&2; exit 3")
+    res = pyctr(
+        d,
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        busybox.name,
+        cid,
+        "sh",
+        "-c",
+        "echo out; echo oops >&2; exit 3",
+    )
     assert res.returncode == 3, res.stderr
     assert res.stdout == b"out\n" and res.stderr == b"oops\n"
     _gone(d, cid)
@@ -125,39 +147,79 @@ def test_run_pipes_stdin_through(d: Daemon, busybox: images.Image, runtime: str)
     res = pyctr(d, "run", "--rm", "--runtime", runtime, busybox.name, cid, "cat", input=data)
     assert res.returncode == 0, res.stderr
     assert res.stdout == data
-    res = pyctr(d, "run", "--rm", "--runtime", runtime, busybox.name, cid + "wc", "wc", "-c",
-                input=b"abc")
+    res = pyctr(
+        d, "run", "--rm", "--runtime", runtime, busybox.name, cid + "wc", "wc", "-c", input=b"abc"
+    )
     assert res.stdout.split() == [b"3"]
 
 
 def test_run_flags_env_cwd_mount_label(d: Daemon, busybox: images.Image, tmp_path: Path) -> None:
     (tmp_path / "f").write_text("from host\n")
-    res = pyctr(d, "run", "--rm", "--env", "FOO=bar", "--cwd", "/tmp", "--label", "a=b",
-                "--mount", f"type=bind,src={tmp_path},dst=/host,options=rbind:ro",
-                busybox.name, "flags", "sh", "-c", 'echo $FOO; pwd; cat /host/f; echo $PATH')
+    res = pyctr(
+        d,
+        "run",
+        "--rm",
+        "--env",
+        "FOO=bar",
+        "--cwd",
+        "/tmp",
+        "--label",
+        "a=b",
+        "--mount",
+        f"type=bind,src={tmp_path},dst=/host,options=rbind:ro",
+        busybox.name,
+        "flags",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; cat /host/f; echo $PATH",
+    )
     assert res.returncode == 0, res.stderr
     out = res.stdout.decode().splitlines()
     assert out[:3] == ["bar", "/tmp", "from host"]
     assert "/bin" in out[3]
-    res = pyctr(d, "run", "--rm", "--mount", f"type=bind,src={tmp_path},dst=/host,options=rbind:ro",
-                busybox.name, "ro", "sh", "-c", "echo x > /host/g")
+    res = pyctr(
+        d,
+        "run",
+        "--rm",
+        "--mount",
+        f"type=bind,src={tmp_path},dst=/host,options=rbind:ro",
+        busybox.name,
+        "ro",
+        "sh",
+        "-c",
+        "echo x > /host/g",
+    )
     assert res.returncode != 0 and not (tmp_path / "g").exists()
     res = pyctr(d, "run", "--rm", "--net-host", busybox.name, "nethost", "cat", "/etc/hosts")
     assert res.returncode == 0, res.stderr
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
-def test_run_log_uri_null_io_pid_file(d: Daemon, busybox: images.Image, tmp_path: Path,
-                                      runtime: str) -> None:
+def test_run_log_uri_null_io_pid_file(
+    d: Daemon, busybox: images.Image, tmp_path: Path, runtime: str
+) -> None:
     log = tmp_path / "log"
     cid = "logged-" + runtime.split(".")[2]
 
     def logged() -> list[str]:
         return sorted(log.read_text().split()) if log.exists() else []
 
-    res = pyctr(d, "run", "-d", "--runtime", runtime, "--log-uri", str(log),
-                "--pid-file", str(tmp_path / "pid"), busybox.name, cid,
-                "sh", "-c", "echo out; echo err >&2")
+    res = pyctr(
+        d,
+        "run",
+        "-d",
+        "--runtime",
+        runtime,
+        "--log-uri",
+        str(log),
+        "--pid-file",
+        str(tmp_path / "pid"),
+        busybox.name,
+        cid,
+        "sh",
+        "-c",
+        "echo out; echo err >&2",
+    )
     try:
         assert res.returncode == 0 and res.stdout == b"", res.stderr
         assert int((tmp_path / "pid").read_text()) > 0
@@ -171,8 +233,19 @@ def test_run_log_uri_null_io_pid_file(d: Daemon, busybox: images.Image, tmp_path
         d.pyctr("containers", "rm", cid, check=False)
     _gone(d, cid)
 
-    res = pyctr(d, "run", "--rm", "--null-io", "--runtime", runtime, busybox.name, "nullio",
-                "sh", "-c", "echo out; exit 6")
+    res = pyctr(
+        d,
+        "run",
+        "--rm",
+        "--null-io",
+        "--runtime",
+        runtime,
+        busybox.name,
+        "nullio",
+        "sh",
+        "-c",
+        "echo out; exit 6",
+    )
     assert (res.returncode, res.stdout) == (6, b"")
     _gone(d, "nullio")
 
@@ -249,8 +322,9 @@ def test_detached_task_lifecycle(d: Daemon, busybox: images.Image) -> None:
     _gone(d, "sleeper")
 
 
-def test_tasks_delete_force_and_containers_create_start_label(d: Daemon,
-                                                              busybox: images.Image) -> None:
+def test_tasks_delete_force_and_containers_create_start_label(
+    d: Daemon, busybox: images.Image
+) -> None:
     d.pyctr("containers", "create", busybox.name, "c2", "sh", "-c", "echo started; exit 4")
     assert "c2" in _containers(d)
     assert "c2" not in _tasks(d)
@@ -273,11 +347,23 @@ def test_tasks_delete_force_and_containers_create_start_label(d: Daemon,
 
 
 def test_run_interrupt_is_forwarded_to_the_task(d: Daemon, busybox: images.Image) -> None:
-    cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", d.address,
-           "run", "--rm", busybox.name, "sig", "sh", "-c",
-           "trap 'echo got; exit 9' TERM; echo ready; while true; do sleep 0.1; done"]
-    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=d.env)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pycontainerd.cli.pyctr",
+        "--address",
+        d.address,
+        "run",
+        "--rm",
+        busybox.name,
+        "sig",
+        "sh",
+        "-c",
+        "trap 'echo got; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
+    ]
+    p = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=d.env
+    )
     try:
         assert p.stdout is not None
         assert p.stdout.readline() == b"ready\n"
@@ -319,10 +405,23 @@ def test_run_tty_under_a_pseudo_terminal(d: Daemon, busybox: images.Image, runti
     """-t: the process gets a terminal of our size, our keystrokes (raw: pyctr does not
     echo or edit them) and our window size changes (SIGWINCH -> ResizePty)."""
     cid = "tty-" + runtime.split(".")[2]
-    cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", d.address,
-           "run", "--rm", "-t", "--runtime", runtime, busybox.name, cid,
-           "sh", "-c", "tty; stty size; echo ready; read line; echo got=$line; stty size; "
-           "exit 2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pycontainerd.cli.pyctr",
+        "--address",
+        d.address,
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        runtime,
+        busybox.name,
+        cid,
+        "sh",
+        "-c",
+        "tty; stty size; echo ready; read line; echo got=$line; stty size; exit 2",
+    ]
     pid, fd = pty.fork()
     if pid == 0:  # child: pyctr on the pty
         try:
@@ -351,8 +450,22 @@ def test_run_tty_under_a_pseudo_terminal(d: Daemon, busybox: images.Image, runti
 def test_exec_tty(d: Daemon, busybox: images.Image) -> None:
     d.pyctr("run", "-d", busybox.name, "ttyexec", "sleep", "1000")
     try:
-        cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", d.address,
-               "tasks", "exec", "-t", "--exec-id", "t1", "ttyexec", "sh", "-c", "tty"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pycontainerd.cli.pyctr",
+            "--address",
+            d.address,
+            "tasks",
+            "exec",
+            "-t",
+            "--exec-id",
+            "t1",
+            "ttyexec",
+            "sh",
+            "-c",
+            "tty",
+        ]
         pid, fd = pty.fork()
         if pid == 0:
             try:
@@ -380,8 +493,9 @@ def test_exec_tty(d: Daemon, busybox: images.Image) -> None:
         d.pyctr("containers", "rm", "ttyexec", check=False)
 
 
-def test_unknown_image_is_a_clear_error_and_leaves_nothing(d: Daemon,
-                                                          busybox: images.Image) -> None:
+def test_unknown_image_is_a_clear_error_and_leaves_nothing(
+    d: Daemon, busybox: images.Image
+) -> None:
     before = _snapshots(d)
     res = pyctr(d, "run", "--rm", "docker.io/library/nosuch:latest", "nope", "true")
     assert res.returncode == 1
@@ -392,8 +506,9 @@ def test_unknown_image_is_a_clear_error_and_leaves_nothing(d: Daemon,
     assert _snapshots(d) == before
 
     # an unknown runtime fails at task create: with --rm the container goes too
-    res = pyctr(d, "run", "--rm", "--runtime", "io.containerd.nope.v9", busybox.name, "nort",
-                "true")
+    res = pyctr(
+        d, "run", "--rm", "--runtime", "io.containerd.nope.v9", busybox.name, "nort", "true"
+    )
     assert res.returncode == 1
     assert b"containerd-shim-nope-v9" in res.stderr, res.stderr
     _gone(d, "nort")

@@ -113,27 +113,44 @@ class Daemon:
             self.proc.kill()
             self.proc.wait()
 
-    def ctr(self, *args: str, namespace: str | None = None, check: bool = True,
-            timeout: float = 60.0, input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def ctr(
+        self,
+        *args: str,
+        namespace: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: bytes | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run Debian's containerd ``ctr`` against this daemon."""
         cmd = [CTR, "-a", self.address]
         if namespace:
             cmd += ["-n", namespace]
         cmd += list(args)
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                             env={**os.environ, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS": "1"},
-                             input=input.decode() if input is not None else None)
+        res = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**os.environ, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS": "1"},
+            input=input.decode() if input is not None else None,
+        )
         if check and res.returncode != 0:
             raise AssertionError(
                 f"ctr {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
             )
         return res
 
-    def pyctr(self, *args: str, check: bool = True, timeout: float = 60.0,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def pyctr(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", self.address, *args]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                             env={**self.env, **(env or {})})
+        res = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env={**self.env, **(env or {})}
+        )
         if check and res.returncode != 0:
             raise AssertionError(
                 f"pyctr {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
@@ -147,9 +164,11 @@ class Daemon:
         self.stop()
 
 
-def run_daemon_once(base: Path, config: str, *extra: str, env: dict[str, str] | None = None,
-                    timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+def run_daemon_once(
+    base: Path, config: str, *extra: str, env: dict[str, str] | None = None, timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
     """Run the daemon expecting it to exit by itself (start-up errors)."""
     d = Daemon(base, config=config, env=env)
-    return subprocess.run(d.command() + list(extra), capture_output=True, text=True,
-                          env=d.env, timeout=timeout)
+    return subprocess.run(
+        d.command() + list(extra), capture_output=True, text=True, env=d.env, timeout=timeout
+    )

@@ -52,19 +52,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def add_container_flags(p: argparse.ArgumentParser) -> None:
     """The container flags of ``ctr run`` / ``ctr containers create``."""
-    p.add_argument("--snapshotter", default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""),
-                   help="snapshotter name (default: namespace default, else overlayfs)")
-    p.add_argument("--snapshotter-label", action="append", default=[],
-                   help="labels added to the container's new snapshot")
-    p.add_argument("--runtime", default="",
-                   help="runtime name (default: namespace default, else io.containerd.runc.v2)")
+    p.add_argument(
+        "--snapshotter",
+        default=os.environ.get("CONTAINERD_SNAPSHOTTER", ""),
+        help="snapshotter name (default: namespace default, else overlayfs)",
+    )
+    p.add_argument(
+        "--snapshotter-label",
+        action="append",
+        default=[],
+        help="labels added to the container's new snapshot",
+    )
+    p.add_argument(
+        "--runtime",
+        default="",
+        help="runtime name (default: namespace default, else io.containerd.runc.v2)",
+    )
     p.add_argument("--cwd", default="", help="working directory of the process")
     p.add_argument("--env", action="append", default=[], help="environment variable K=V")
     p.add_argument("--env-file", default="", help="file of K=V environment variables")
     p.add_argument("--label", action="append", default=[], help="container label k=v")
     p.add_argument("--annotation", action="append", default=[], help="OCI annotation k=v")
-    p.add_argument("--mount", action="append", default=[],
-                   help="extra mount, e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro")
+    p.add_argument(
+        "--mount",
+        action="append",
+        default=[],
+        help="extra mount, e.g. type=bind,src=/tmp,dst=/host,options=rbind:ro",
+    )
     p.add_argument("--net-host", action="store_true", help="use the host's network namespace")
     p.add_argument("--privileged", action="store_true", help="run a privileged container")
     p.add_argument("--read-only", action="store_true", help="read-only root filesystem")
@@ -145,7 +159,11 @@ async def namespace_defaults(channel: Any, namespace: str) -> dict[str, str]:
 
 
 async def new_container(
-    channel: Any, args: argparse.Namespace, ref: str, id: str, cmd: list[str]  # noqa: A002
+    channel: Any,
+    args: argparse.Namespace,
+    ref: str,
+    id: str,
+    cmd: list[str],  # noqa: A002
 ) -> Any:
     """Create container ``id`` from image ``ref`` as ``ctr run`` does; returns the record."""
     import datetime
@@ -233,8 +251,9 @@ def _random_id() -> str:
     return f"{time.time_ns()}-{base64.urlsafe_b64encode(os.urandom(6)).decode()}"
 
 
-async def _unpack(channel: Any, content: Any, sn: Any, name: str, target: Any,
-                  matcher: Any) -> None:
+async def _unpack(
+    channel: Any, content: Any, sn: Any, name: str, target: Any, matcher: Any
+) -> None:
     from pycontainerd.cli.pyctr import remote
     from pycontainerd.core.images.importer import temporary_lease
     from pycontainerd.core.unpack import unpack
@@ -269,7 +288,8 @@ def _parse_mount(spec: str) -> dict[str, Any]:
         key, sep, value = field.partition("=")
         if not sep:
             raise errdefs.InvalidArgument(
-                f"invalid mount specification {spec!r}: expected key=value")
+                f"invalid mount specification {spec!r}: expected key=value"
+            )
         key = key.strip().lower()
         if key == "type":
             m["type"] = value
@@ -281,7 +301,8 @@ def _parse_mount(spec: str) -> dict[str, Any]:
             m["options"] = [o for o in value.split(":") if o]
         else:
             raise errdefs.InvalidArgument(
-                f"invalid mount specification {spec!r}: unknown key {key!r}")
+                f"invalid mount specification {spec!r}: unknown key {key!r}"
+            )
     if not m["destination"]:
         raise errdefs.InvalidArgument(f"invalid mount specification {spec!r}: no destination")
     return m
@@ -335,25 +356,35 @@ def _read_db(path: str) -> list[list[str]]:
         return []
 
 
-async def build_spec(args: argparse.Namespace, namespace: str, id: str,  # noqa: A002
-                     image_config: dict[str, Any], cmd: list[str], mounts: Any) -> dict[str, Any]:
+async def build_spec(
+    args: argparse.Namespace,
+    namespace: str,
+    id: str,  # noqa: A002
+    image_config: dict[str, Any],
+    cmd: list[str],
+    mounts: Any,
+) -> dict[str, Any]:
     """containerd's default spec with the image config (Env, Entrypoint+Cmd, WorkingDir,
     User) and the ``ctr run`` flags applied."""
     from pycontainerd.core import errdefs
     from pycontainerd.core.runtime import spec as oci
 
     env = _env_merge([oci.DEFAULT_PATH_ENV], list(image_config.get("Env") or []))
-    argv = list(cmd) or [
-        *(image_config.get("Entrypoint") or []), *(image_config.get("Cmd") or [])
-    ]
+    argv = list(cmd) or [*(image_config.get("Entrypoint") or []), *(image_config.get("Cmd") or [])]
     if not argv:
         raise errdefs.InvalidArgument(
             "no command specified: the image has no entrypoint or cmd, give one after the id"
         )
     cwd = args.cwd or image_config.get("WorkingDir") or "/"
     spec = oci.default_spec(
-        namespace, id, args=argv, env=env, cwd=cwd, terminal=bool(args.tty),
-        hostname=args.hostname, readonly_root=bool(args.read_only),
+        namespace,
+        id,
+        args=argv,
+        env=env,
+        cwd=cwd,
+        terminal=bool(args.tty),
+        hostname=args.hostname,
+        readonly_root=bool(args.read_only),
         annotations=parse_labels(args.annotation) or None,
     )
     proc = spec["process"]
@@ -377,8 +408,14 @@ async def build_spec(args: argparse.Namespace, namespace: str, id: str,  # noqa:
         ]
         for path in ("/etc/hosts", "/etc/resolv.conf"):
             if os.path.exists(path):
-                spec["mounts"].append({"destination": path, "type": "bind", "source": path,
-                                       "options": ["rbind", "ro"]})
+                spec["mounts"].append(
+                    {
+                        "destination": path,
+                        "type": "bind",
+                        "source": path,
+                        "options": ["rbind", "ro"],
+                    }
+                )
     if args.privileged:
         caps = _all_capabilities()
         proc["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}

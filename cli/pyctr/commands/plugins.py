@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def _platforms(p: pb.Plugin) -> str:
-    names = sorted({"/".join(x for x in (q.os, q.architecture, q.variant) if x)
-                    for q in p.platforms})
+    names = sorted(
+        {"/".join(x for x in (q.os, q.architecture, q.variant) if x) for q in p.platforms}
+    )
     return ",".join(names) or "-"
 
 
@@ -37,8 +38,11 @@ def _status(p: pb.Plugin) -> str:
 
 def run_ls(args: argparse.Namespace) -> int:
     with Client(args.address, args.namespace) as c:
-        resp = call(c.stub(pb_grpc.IntrospectionStub).Plugins,
-                    pb.PluginsRequest(filters=args.filters), timeout=args.timeout or None)
+        resp = call(
+            c.stub(pb_grpc.IntrospectionStub).Plugins,
+            pb.PluginsRequest(filters=args.filters),
+            timeout=args.timeout or None,
+        )
     if args.quiet:
         for p in resp.plugins:
             print(p.id)
@@ -66,6 +70,8 @@ def run_ls(args: argparse.Namespace) -> int:
                 print(f"               Message:  {p.init_err.message}")
             print()
         return 0
-    print_table(["TYPE", "ID", "PLATFORMS", "STATUS"],
-                [[p.type, p.id, _platforms(p), _status(p)] for p in resp.plugins])
+    print_table(
+        ["TYPE", "ID", "PLATFORMS", "STATUS"],
+        [[p.type, p.id, _platforms(p), _status(p)] for p in resp.plugins],
+    )
     return 0

@@ -46,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     await delete_container(channel, container.id)
                 except errdefs.ContainerdError as e:
-                    print(f"pyctr: failed to remove container {container.id!r}: {e}",
-                          file=sys.stderr)
+                    print(
+                        f"pyctr: failed to remove container {container.id!r}: {e}", file=sys.stderr
+                    )
                 with contextlib.suppress(Exception):
                     sys.stdout.flush()
 

@@ -36,8 +36,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ps.set_defaults(func=run_ps)
 
     kill = tsub.add_parser("kill", help="signal a task")
-    kill.add_argument("-s", "--signal", default="",
-                      help="signal to send (default: the image's stop signal, else SIGTERM)")
+    kill.add_argument(
+        "-s",
+        "--signal",
+        default="",
+        help="signal to send (default: the image's stop signal, else SIGTERM)",
+    )
     kill.add_argument("-a", "--all", action="store_true", help="send to all processes")
     kill.add_argument("--exec-id", default="", help="process to signal")
     kill.add_argument("ids", nargs="+")
@@ -55,8 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     ex.add_argument("args", nargs=argparse.REMAINDER)
     ex.set_defaults(func=run_exec)
 
-    for name, fn, text in (("pause", run_pause, "pause a task"),
-                           ("resume", run_resume, "resume a paused task")):
+    for name, fn, text in (
+        ("pause", run_pause, "pause a task"),
+        ("resume", run_resume, "resume a paused task"),
+    ):
         sp = tsub.add_parser(name, help=text)
         sp.add_argument("id")
         sp.set_defaults(func=fn)
@@ -74,8 +80,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 
 def add_task_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-d", "--detach", action="store_true",
-                   help="leave the task running (stdio to /dev/null or --log-uri)")
+    p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="leave the task running (stdio to /dev/null or --log-uri)",
+    )
     p.add_argument("--null-io", action="store_true", help="send all IO to /dev/null")
     p.add_argument("--log-uri", default="", help="log URI (file:///path, binary:///cmd, or a path)")
     p.add_argument("--fifo-dir", default="", help="directory for the stdio FIFOs")
@@ -125,8 +135,7 @@ def _write_pid_file(path: str, pid: int) -> None:
     os.replace(tmp, path)
 
 
-async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
-                   tty: bool) -> int:
+async def run_task(channel: Any, container: Any, args: argparse.Namespace, *, tty: bool) -> int:
     """Create and start the task of ``container``; attached, wait for it, delete it and
     return its exit status; detached, return 0 once it runs."""
     import asyncio
@@ -144,10 +153,16 @@ async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
     req = pb.CreateTaskRequest(container_id=cid, terminal=tty)
     if container.snapshotter and container.snapshot_key:
         sstub = snapshots_pb2_grpc.SnapshotsStub(channel)
-        resp = await call(sstub.Mounts, snapshots_pb2.MountsRequest(
-            snapshotter=container.snapshotter, key=container.snapshot_key))
-        req.rootfs.extend(mount_pb2.Mount(type=m.type, source=m.source, target=m.target,
-                                          options=list(m.options)) for m in resp.mounts)
+        resp = await call(
+            sstub.Mounts,
+            snapshots_pb2.MountsRequest(
+                snapshotter=container.snapshotter, key=container.snapshot_key
+            ),
+        )
+        req.rootfs.extend(
+            mount_pb2.Mount(type=m.type, source=m.source, target=m.target, options=list(m.options))
+            for m in resp.mounts
+        )
     attached = None
     if args.log_uri:
         if tty:
@@ -159,14 +174,18 @@ async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
     else:
         attached = await cio.attach(args.fifo_dir, cid, terminal=tty)
         req.stdin, req.stdout, req.stderr = (
-            attached.fifos.stdin, attached.fifos.stdout, attached.fifos.stderr)
+            attached.fifos.stdin,
+            attached.fifos.stdout,
+            attached.fifos.stderr,
+        )
     loop = asyncio.get_running_loop()
     stop_signals = None
     try:
         created = await call(stub.Create, req)
         if attached is not None:
-            attached.start_stdin(loop, lambda: call(stub.CloseIO, pb.CloseIORequest(
-                container_id=cid, stdin=True)))
+            attached.start_stdin(
+                loop, lambda: call(stub.CloseIO, pb.CloseIORequest(container_id=cid, stdin=True))
+            )
         waiter = None
         if not detach:
             waiter = asyncio.ensure_future(call(stub.Wait, pb.WaitRequest(container_id=cid)))
@@ -174,11 +193,16 @@ async def run_task(channel: Any, container: Any, args: argparse.Namespace, *,
             # before Start, so that nothing the process does is missed
             if attached is not None and tty:
                 attached.enter_raw()
-                await attached.handle_resize(loop, lambda w, h: call(
-                    stub.ResizePty, pb.ResizePtyRequest(container_id=cid, width=w, height=h)))
+                await attached.handle_resize(
+                    loop,
+                    lambda w, h: call(
+                        stub.ResizePty, pb.ResizePtyRequest(container_id=cid, width=w, height=h)
+                    ),
+                )
             else:
-                stop_signals = cio.forward_signals(loop, lambda s: call(stub.Kill, pb.KillRequest(
-                    container_id=cid, signal=s)))
+                stop_signals = cio.forward_signals(
+                    loop, lambda s: call(stub.Kill, pb.KillRequest(container_id=cid, signal=s))
+                )
         try:
             if args.pid_file:
                 _write_pid_file(args.pid_file, created.pid)
@@ -274,9 +298,15 @@ def run_kill(args: argparse.Namespace) -> int:
             try:
                 container = await get_container(channel, cid)
                 sig = args.signal or container.labels.get(STOP_SIGNAL_LABEL) or "SIGTERM"
-                await call(tasks_stub(channel).Kill, pb.KillRequest(
-                    container_id=cid, exec_id=args.exec_id, signal=parse_signal(sig),
-                    all=args.all))
+                await call(
+                    tasks_stub(channel).Kill,
+                    pb.KillRequest(
+                        container_id=cid,
+                        exec_id=args.exec_id,
+                        signal=parse_signal(sig),
+                        all=args.all,
+                    ),
+                )
             except errdefs.ContainerdError as e:
                 print(f"pyctr: failed to kill {cid!r}: {e}", file=sys.stderr)
                 rc = 1
@@ -324,13 +354,20 @@ def run_exec(args: argparse.Namespace) -> int:
                 raise errdefs.InvalidArgument(f"exec user must be uid[:gid], got {args.user!r}")
             process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
         type_url, value = oci.to_any(process, oci.PROCESS_TYPE_URL)
-        req = pb.ExecProcessRequest(container_id=args.id, exec_id=exec_id, terminal=args.tty,
-                                    spec=any_pb2.Any(type_url=type_url, value=value))
+        req = pb.ExecProcessRequest(
+            container_id=args.id,
+            exec_id=exec_id,
+            terminal=args.tty,
+            spec=any_pb2.Any(type_url=type_url, value=value),
+        )
         attached = None
         if not args.detach:
             attached = await cio.attach(args.fifo_dir, f"{args.id}-{exec_id}", terminal=args.tty)
             req.stdin, req.stdout, req.stderr = (
-                attached.fifos.stdin, attached.fifos.stdout, attached.fifos.stderr)
+                attached.fifos.stdin,
+                attached.fifos.stdout,
+                attached.fifos.stderr,
+            )
         loop = asyncio.get_running_loop()
         stop_signals = None
         try:
@@ -338,30 +375,48 @@ def run_exec(args: argparse.Namespace) -> int:
             if attached is None:
                 await call(stub.Start, pb.StartRequest(container_id=args.id, exec_id=exec_id))
                 return 0
-            attached.start_stdin(loop, lambda: call(stub.CloseIO, pb.CloseIORequest(
-                container_id=args.id, exec_id=exec_id, stdin=True)))
+            attached.start_stdin(
+                loop,
+                lambda: call(
+                    stub.CloseIO,
+                    pb.CloseIORequest(container_id=args.id, exec_id=exec_id, stdin=True),
+                ),
+            )
             waiter = asyncio.ensure_future(
-                call(stub.Wait, pb.WaitRequest(container_id=args.id, exec_id=exec_id)))
+                call(stub.Wait, pb.WaitRequest(container_id=args.id, exec_id=exec_id))
+            )
             try:
                 if args.tty:
                     attached.enter_raw()
                 else:
-                    stop_signals = cio.forward_signals(loop, lambda s: call(
-                        stub.Kill, pb.KillRequest(container_id=args.id, exec_id=exec_id,
-                                                  signal=s)))
+                    stop_signals = cio.forward_signals(
+                        loop,
+                        lambda s: call(
+                            stub.Kill,
+                            pb.KillRequest(container_id=args.id, exec_id=exec_id, signal=s),
+                        ),
+                    )
                 await call(stub.Start, pb.StartRequest(container_id=args.id, exec_id=exec_id))
                 if args.tty:
-                    await attached.handle_resize(loop, lambda w, h: call(
-                        stub.ResizePty, pb.ResizePtyRequest(
-                            container_id=args.id, exec_id=exec_id, width=w, height=h)))
+                    await attached.handle_resize(
+                        loop,
+                        lambda w, h: call(
+                            stub.ResizePty,
+                            pb.ResizePtyRequest(
+                                container_id=args.id, exec_id=exec_id, width=w, height=h
+                            ),
+                        ),
+                    )
                 status = await waiter
                 await attached.drain()
                 return int(status.exit_status)
             finally:
                 waiter.cancel()
                 with contextlib.suppress(errdefs.ContainerdError, asyncio.CancelledError):
-                    await call(stub.DeleteProcess, pb.DeleteProcessRequest(
-                        container_id=args.id, exec_id=exec_id))
+                    await call(
+                        stub.DeleteProcess,
+                        pb.DeleteProcessRequest(container_id=args.id, exec_id=exec_id),
+                    )
         finally:
             if stop_signals is not None:
                 stop_signals()
@@ -403,10 +458,13 @@ def run_delete(args: argparse.Namespace) -> int:
         if got.process.status == task_pb2.STOPPED:
             return
         waiter = asyncio.ensure_future(
-            call(stub.Wait, pb.WaitRequest(container_id=cid, exec_id=exec_id)))
+            call(stub.Wait, pb.WaitRequest(container_id=cid, exec_id=exec_id))
+        )
         try:
-            await call(stub.Kill, pb.KillRequest(container_id=cid, exec_id=exec_id, signal=9,
-                                                 all=not exec_id))
+            await call(
+                stub.Kill,
+                pb.KillRequest(container_id=cid, exec_id=exec_id, signal=9, all=not exec_id),
+            )
             await waiter
         finally:
             waiter.cancel()
@@ -417,8 +475,9 @@ def run_delete(args: argparse.Namespace) -> int:
             cid = args.ids[0]
             if args.force:
                 await kill_and_wait(stub, cid, args.exec_id)
-            resp = await call(stub.DeleteProcess, pb.DeleteProcessRequest(
-                container_id=cid, exec_id=args.exec_id))
+            resp = await call(
+                stub.DeleteProcess, pb.DeleteProcessRequest(container_id=cid, exec_id=args.exec_id)
+            )
             return int(resp.exit_status)
         rc = 0
         for cid in args.ids:
@@ -432,8 +491,10 @@ def run_delete(args: argparse.Namespace) -> int:
                 rc = 1
                 continue
             if resp.exit_status:
-                print(f"pyctr: task {cid} exited with non-zero exit code {resp.exit_status}",
-                      file=sys.stderr)
+                print(
+                    f"pyctr: task {cid} exited with non-zero exit code {resp.exit_status}",
+                    file=sys.stderr,
+                )
         return rc
 
     return run_async(args, go)
@@ -443,8 +504,14 @@ def run_delete(args: argparse.Namespace) -> int:
 
 #: containerd/cgroups v2 ``Metrics``: field numbers of what ``ctr tasks metrics`` shows.
 _V2_PIDS, _V2_CPU = 1, 2
-_V2_CPU_FIELDS = ("usage_usec", "user_usec", "system_usec", "nr_periods", "nr_throttled",
-                  "throttled_usec")
+_V2_CPU_FIELDS = (
+    "usage_usec",
+    "user_usec",
+    "system_usec",
+    "nr_periods",
+    "nr_throttled",
+    "throttled_usec",
+)
 
 
 def _wire_fields(data: bytes) -> dict[int, list[Any]]:
@@ -508,13 +575,16 @@ def _metrics_v1(data: bytes) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     m.ParseFromString(data)
     rows = []
     if m.HasField("memory"):
-        rows += [("memory.usage_in_bytes", str(m.memory.usage.usage)),
-                 ("memory.limit_in_bytes", str(m.memory.usage.limit)),
-                 ("memory.stat.cache", str(m.memory.total_cache))]
+        rows += [
+            ("memory.usage_in_bytes", str(m.memory.usage.usage)),
+            ("memory.limit_in_bytes", str(m.memory.usage.limit)),
+            ("memory.stat.cache", str(m.memory.total_cache)),
+        ]
     if m.HasField("cpu"):
-        rows += [("cpuacct.usage", str(m.cpu.usage.total)),
-                 ("cpuacct.usage_percpu", "[" + " ".join(str(x) for x in m.cpu.usage.per_cpu)
-                  + "]")]
+        rows += [
+            ("cpuacct.usage", str(m.cpu.usage.total)),
+            ("cpuacct.usage_percpu", "[" + " ".join(str(x) for x in m.cpu.usage.per_cpu) + "]"),
+        ]
     if m.HasField("pids"):
         rows += [("pids.current", str(m.pids.current)), ("pids.limit", str(m.pids.limit))]
     return rows, _message_json(m)

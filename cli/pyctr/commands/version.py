@@ -22,10 +22,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"  Revision: {pycontainerd.__revision__}")
     print()
     with Client(args.address, args.namespace) as c:
-        v = call(c.stub(version_pb2_grpc.VersionStub).Version, empty_pb2.Empty(),
-                 timeout=args.timeout or None)
-        info = call(c.stub(introspection_pb2_grpc.IntrospectionStub).Server, empty_pb2.Empty(),
-                    timeout=args.timeout or None)
+        v = call(
+            c.stub(version_pb2_grpc.VersionStub).Version,
+            empty_pb2.Empty(),
+            timeout=args.timeout or None,
+        )
+        info = call(
+            c.stub(introspection_pb2_grpc.IntrospectionStub).Server,
+            empty_pb2.Empty(),
+            timeout=args.timeout or None,
+        )
     print("Server:")
     print(f"  Version:  {v.version}")
     print(f"  Revision: {v.revision}")

@@ -108,9 +108,7 @@ class MemoryLabelStore:
 
 # --- timestamps (the RFC 3339 text Go's time.MarshalText writes) -------------------------
 
-_TS = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$"
-)
+_TS = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$")
 
 
 def _now() -> datetime.datetime:
@@ -670,9 +668,7 @@ class LocalWriter:
                 finally:
                     os.close(fd)
                 try:
-                    _write_file(
-                        os.path.join(self._path, "updatedat"), _format_ts(self._updated_at)
-                    )
+                    _write_file(os.path.join(self._path, "updatedat"), _format_ts(self._updated_at))
                 except FileNotFoundError:
                     pass  # aborted meanwhile
 

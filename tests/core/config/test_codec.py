@@ -142,7 +142,6 @@ def test_decode_of_encode_round_trips():
     assert warnings == []
 
 
-
 @attrs.define
 class _Runtime:
     runtime_type: str = "io.containerd.runc.v2"

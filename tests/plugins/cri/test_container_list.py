@@ -34,8 +34,13 @@ def _container(i: int) -> Container:
         labels={"n": str(i)},
         annotations={"a": "b"},
     )
-    md = Metadata(id=f"{i:064x}", name=f"c{i}", sandbox_id="s" * 64, config=config,
-                  image_ref="sha256:" + "a" * 64)
+    md = Metadata(
+        id=f"{i:064x}",
+        name=f"c{i}",
+        sandbox_id="s" * 64,
+        config=config,
+        image_ref="sha256:" + "a" * 64,
+    )
     return Container(metadata=md, status=Status(created_at=10 + i))
 
 
