@@ -256,6 +256,11 @@ def _handle(conn: socket.socket, files: dict[str, float], retire: Callable[[], N
     the zygote the ``start`` launches next can take the path, then answers ``stale``)."""
     fds: list[int] = []
     try:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        if uid != os.getuid():  # the socket is 0600 already; a shim runs as its parent's user
+            _send(conn, {"error": f"uid {uid} may not ask this zygote for shims"})
+            return True
         request, fds = _recv(conn)
         if _changed(files):
             retire()
