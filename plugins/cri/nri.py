@@ -106,6 +106,14 @@ class CRINRI:
             handler = getattr(sb, "runtime_handler", "")
         status = getattr(sb, "status", None)
         pid = int(getattr(status, "pid", 0) or getattr(sb, "pid", 0) or 0)
+        # the pod's resources: as the last UpdatePodSandboxResources set them, else its config
+        lin = config.linux if config.HasField("linux") else None
+        overhead = getattr(status, "overhead", None) or (
+            lin.overhead if lin is not None and lin.HasField("overhead") else None
+        )
+        resources = getattr(status, "resources", None) or (
+            lin.resources if lin is not None and lin.HasField("resources") else None
+        )
         return _api().PodSandbox(
             id=sb.id,
             name=meta.name,
@@ -118,6 +126,8 @@ class CRINRI:
             ips=ips,
             cgroup_parent=config.linux.cgroup_parent,
             namespaces=(("network", netns),) if netns else (),
+            pod_overhead=resources_to_nri(overhead) if overhead is not None else None,
+            pod_resources=resources_to_nri(resources) if resources is not None else None,
         )
 
     def container(self, container: Any, spec: dict[str, Any] | None = None) -> Any:

@@ -108,6 +108,12 @@ class Env:
         self.cri.pull(self.busybox)
         return self
 
+    def restart(self) -> None:
+        assert self.cri is not None
+        self.cri.close()
+        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
+        self.start()
+
     @property
     def rs(self) -> Any:
         assert self.cri is not None
@@ -547,3 +553,29 @@ def test_nri_metrics_are_served_by_the_metrics_server(make_env: Any) -> None:
     ) in body
     latency = "containerd_nri_plugin_latency_seconds_count"
     assert f'{latency}{{plugin="30-counted",operation="RunPodSandbox"}} 1' in body
+
+
+def test_updated_pod_resources_are_the_pods_for_nri_and_survive_a_restart(make_env: Any) -> None:
+    env = make_env()
+    _proc, log = env.external("podres", "30")
+    _wait_for("podres", lambda: any(e["event"] == "Synchronize" for e in _events(log)))
+    pod, pcfg = env.run_pod("resized2")
+    env.rs.UpdatePodSandboxResources(
+        pb.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id=pod,
+            resources=pb.LinuxContainerResources(memory_limit_in_bytes=MEMORY_LIMIT),
+        ),
+        timeout=30,
+    )
+    env.create(pod, pcfg, "before", "sleep 100")
+    created = [e for e in _events(log) if e["event"] == "CreateContainer"]
+    assert created[-1]["pod_memory"] == MEMORY_LIMIT
+
+    env.restart()  # the plugin's connection goes with the daemon: connect another
+    _proc2, log2 = env.external("podres2", "31")
+    _wait_for("podres2", lambda: any(e["event"] == "Synchronize" for e in _events(log2)))
+    synced = [e for e in _events(log2) if e["event"] == "Synchronize"][0]
+    assert pod in synced["pods"]
+    env.create(pod, pcfg, "after", "sleep 100")
+    created = [e for e in _events(log2) if e["event"] == "CreateContainer"]
+    assert created[-1]["pod_memory"] == MEMORY_LIMIT  # recovered from the sandbox record

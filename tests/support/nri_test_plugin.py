@@ -64,6 +64,7 @@ class TestPlugin:
             container=container.id,
             env=list(container.env),
             annotations=dict(container.annotations),
+            pod_memory=pod.linux.pod_resources.memory.limit.value,
         )
         if self.settings.get("crash"):
             os._exit(3)

@@ -35,6 +35,9 @@ SANDBOX_METADATA_EXTENSION = "io.cri-containerd.sandbox.metadata"
 CONTAINER_METADATA_EXTENSION = "io.cri-containerd.container.metadata"
 #: the extension of the sandbox record (metadata sandbox store) holding the CRI metadata
 SANDBOX_RECORD_METADATA = "metadata"
+#: the extension of the sandbox record holding the last UpdatePodSandboxResources (containerd's
+#: ``podsandbox.UpdatedResourcesKey``)
+SANDBOX_RECORD_UPDATED_RESOURCES = "updated-resources"
 
 
 def _pattern(glob: str) -> re.Pattern[str]:

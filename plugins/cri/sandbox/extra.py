@@ -23,7 +23,6 @@ import contextlib
 import logging
 import shutil
 import subprocess
-import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -115,13 +114,13 @@ async def stream_pod_sandbox_metrics(c: Any, request: Any, context: Any) -> Asyn
 
 # --- UpdatePodSandboxResources -----------------------------------------------------------
 
-#: sandbox -> (overhead, resources) of its last UpdatePodSandboxResources
-_updated: weakref.WeakKeyDictionary[Any, tuple[Any, Any]] = weakref.WeakKeyDictionary()
-
 
 def updated_resources(sandbox: Any) -> tuple[Any, Any] | None:
     """(overhead, resources) the last UpdatePodSandboxResources gave ``sandbox``, if any."""
-    return _updated.get(sandbox)
+    st = sandbox.status
+    if st.overhead is None and st.resources is None:
+        return None
+    return st.overhead, st.resources
 
 
 async def update_pod_sandbox_resources(c: Any, request: Any, context: Any) -> Any:
@@ -139,9 +138,13 @@ async def update_pod_sandbox_resources(c: Any, request: Any, context: Any) -> An
             await update(sandbox=sandbox, overhead=overhead, resources=resources)
         except errdefs.ContainerdError as e:
             raise type(e)(f"NRI sandbox update failed: {e}") from None
-    # remembered for whoever wants them (containerd keeps them in the sandbox status);
-    # nothing is applied to cgroups
-    _updated[sandbox] = (overhead, resources)
+    # kept in the sandbox's status and record, as containerd does (NRI sees them as the pod's
+    # resources); nothing is applied to cgroups
+    sandbox.status.overhead, sandbox.status.resources = overhead, resources
+    try:
+        await m.record_resources(sandbox)
+    except errdefs.ContainerdError as e:
+        raise type(e)(f"failed to update sandbox {sandbox.id} in core store: {e}") from None
     post = getattr(nri, "cri_post_update_pod_sandbox_resources", None)
     if post is not None:
         try:

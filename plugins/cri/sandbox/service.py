@@ -35,7 +35,10 @@ from pycontainerd.core import errdefs
 from pycontainerd.core.metadata.containers import Runtime as RecordRuntime
 from pycontainerd.core.metadata.sandboxes import Sandbox as SandboxRecord
 from pycontainerd.plugins.cri.sandbox import convert
-from pycontainerd.plugins.cri.sandbox.annotations import SANDBOX_RECORD_METADATA
+from pycontainerd.plugins.cri.sandbox.annotations import (
+    SANDBOX_RECORD_METADATA,
+    SANDBOX_RECORD_UPDATED_RESOURCES,
+)
 from pycontainerd.plugins.cri.sandbox.events import ContainerEventBroadcaster
 from pycontainerd.plugins.cri.sandbox.paths import SandboxPaths
 from pycontainerd.plugins.cri.sandbox.store import (
@@ -190,6 +193,24 @@ class SandboxManager:
                 attrs.evolve(record, extensions=extensions),
                 [f"extensions.{SANDBOX_RECORD_METADATA}"],
             )
+
+    async def record_resources(self, sandbox: Sandbox) -> None:
+        """Keep the sandbox's updated resources in its record (they survive a restart, as
+        containerd keeps them in the record's ``updated-resources`` extension). A sandbox
+        without a record has nothing to recover them into: only logged."""
+        from pycontainerd.plugins.cri.sandbox.store import updated_resources_to_typed
+
+        value = updated_resources_to_typed(sandbox.status.overhead, sandbox.status.resources)
+        key = SANDBOX_RECORD_UPDATED_RESOURCES
+        with self.client.scope():
+            store = self.client.require("sandbox_store")
+            try:
+                record = await store.get(sandbox.id)
+            except errdefs.NotFound:
+                log.warning("cri: sandbox %s has no record; resources not kept", sandbox.id)
+                return
+            extensions = {**record.extensions, key: value}
+            await store.update(attrs.evolve(record, extensions=extensions), [f"extensions.{key}"])
 
     # --- RunPodSandbox -------------------------------------------------------------------
 
@@ -502,6 +523,16 @@ class SandboxManager:
             return
         md = Metadata.from_typed(ext)
         sandbox = Sandbox(metadata=md, sandboxer=record.sandboxer or DEFAULT_SANDBOXER)
+        updated = record.extensions.get(SANDBOX_RECORD_UPDATED_RESOURCES)
+        if updated is not None:
+            from pycontainerd.plugins.cri.sandbox.store import updated_resources_from_typed
+
+            try:
+                overhead, resources = updated_resources_from_typed(updated[1])
+            except ValueError as e:
+                log.warning("cri: sandbox %s: bad updated-resources extension: %s", md.id, e)
+            else:
+                sandbox.status.overhead, sandbox.status.resources = overhead, resources
         try:
             controller = self.controller(sandbox.sandboxer)
             cstatus = await controller.recover(md)

@@ -61,6 +61,38 @@ def config_from_json(data: Any) -> Any:
     return msg
 
 
+#: containerd's typeurl of ``podsandbox.UpdatedResources``
+UPDATED_RESOURCES_TYPE_URL = "io.containerd.cri.v1.UpdatedResources"
+
+
+def updated_resources_to_typed(overhead: Any, resources: Any) -> tuple[str, bytes]:
+    """The sandbox record extension for updated pod resources (CRI
+    ``LinuxContainerResources`` or None each), JSON as containerd stores it."""
+    from google.protobuf import json_format
+
+    def enc(m: Any) -> Any:
+        return None if m is None else json_format.MessageToDict(m, preserving_proto_field_name=True)
+
+    doc = {"Overhead": enc(overhead), "Resources": enc(resources)}
+    return UPDATED_RESOURCES_TYPE_URL, json.dumps(doc, separators=(",", ":")).encode()
+
+
+def updated_resources_from_typed(value: bytes) -> tuple[Any, Any]:
+    """(overhead, resources) from the extension's value; None where absent."""
+    from google.protobuf import json_format
+
+    doc = json.loads(value or b"{}")
+
+    def dec(d: Any) -> Any:
+        if d is None:
+            return None
+        msg = _pb().LinuxContainerResources()
+        json_format.ParseDict(d, msg, ignore_unknown_fields=True)
+        return msg
+
+    return dec(doc.get("Overhead")), dec(doc.get("Resources"))
+
+
 @attrs.define(eq=False, kw_only=True)
 class Metadata:
     id: str
@@ -137,6 +169,9 @@ class Status:
     created_at: datetime.datetime | None = None
     exited_at: datetime.datetime | None = None
     exit_status: int = 0
+    #: what the last UpdatePodSandboxResources set (CRI LinuxContainerResources), if anything
+    overhead: Any = None
+    resources: Any = None
 
 
 @attrs.define(eq=False, kw_only=True)

@@ -4,6 +4,7 @@ filters, CNI arguments of a pod, pass-through annotations, and runtime options."
 from __future__ import annotations
 
 import datetime
+import json
 
 import pytest
 
@@ -163,3 +164,21 @@ def test_runtime_options_from_handler_tables() -> None:
         Runtime(runtime_type="io.containerd.kata.v2", options={"ConfigPath": "/etc/kata.toml"})
     )
     assert other is not None and other[0] == "runtimeoptions.v1.Options"
+
+
+def test_updated_resources_extension_round_trips_as_containerd_names_it():
+    from pycontainerd.api.k8s.cri.runtime.v1 import api_pb2
+    from pycontainerd.plugins.cri.sandbox.store import (
+        updated_resources_from_typed,
+        updated_resources_to_typed,
+    )
+
+    res = api_pb2.LinuxContainerResources(memory_limit_in_bytes=1 << 30, cpu_shares=512)
+    type_url, value = updated_resources_to_typed(None, res)
+    assert type_url == "io.containerd.cri.v1.UpdatedResources"
+    assert json.loads(value)["Overhead"] is None
+    assert updated_resources_from_typed(value) == (None, res)
+    # containerd writes Go JSON (numbers for int64): read as well
+    go = b'{"Overhead":{"cpu_shares":2},"Resources":{"memory_limit_in_bytes":1073741824}}'
+    overhead, resources = updated_resources_from_typed(go)
+    assert overhead.cpu_shares == 2 and resources.memory_limit_in_bytes == 1 << 30
