@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import attrs
@@ -70,6 +71,20 @@ class Plugin:
     @property
     def sort_key(self) -> tuple[str, str]:
         return (self.index, self.base)
+
+    @contextlib.contextmanager
+    def recorded(self, method: str) -> Iterator[None]:
+        """Count one invocation of ``method`` (its outcome and latency) in the metrics."""
+        start = time.monotonic()
+        err: BaseException | None = None
+        try:
+            yield
+        except BaseException as e:
+            err = e
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.invocation(self.name, method, time.monotonic() - start, err)
 
     def subscribed(self, event: int) -> bool:
         return api.is_set(self.events, event)
@@ -209,10 +224,7 @@ class TtrpcPlugin(Plugin):
     ) -> Any:
         if self.closed or self._client is None:
             raise PluginClosed(f"plugin {self.name} is closed")
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        err: BaseException | None = None
-        try:
+        with self.recorded(method):
             return await self._client.call(
                 api.PLUGIN_SERVICE,
                 method,
@@ -220,12 +232,6 @@ class TtrpcPlugin(Plugin):
                 resp_cls,
                 timeout=self.timeouts.request if timeout is None else timeout,
             )
-        except BaseException as e:
-            err = e
-            raise
-        finally:
-            if self.metrics is not None:
-                self.metrics.invocation(self.name, method, loop.time() - start, err)
 
     async def synchronize(
         self, pods: list[pb.PodSandbox], containers: list[pb.Container], *, chunk_limit: int
@@ -366,22 +372,13 @@ class BuiltinPlugin(Plugin):
             return None
         accepted = inspect.signature(fn).parameters
         args = {k: v for k, v in kwargs.items() if k in accepted}
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        err: BaseException | None = None
-        try:
+        with self.recorded(method):
             result = fn(**args)
             if inspect.isawaitable(result):
                 bound = self.timeouts.sync if method == "Synchronize" else self.timeouts.request
                 async with asyncio.timeout(bound):
                     result = await result
             return result
-        except BaseException as e:
-            err = e
-            raise
-        finally:
-            if self.metrics is not None:
-                self.metrics.invocation(self.name, method, loop.time() - start, err)
 
     async def synchronize(
         self, pods: list[pb.PodSandbox], containers: list[pb.Container], *, chunk_limit: int
