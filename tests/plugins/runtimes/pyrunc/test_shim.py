@@ -883,3 +883,21 @@ def test_zygote_messages_carry_descriptors() -> None:
             os.close(fd)
         a.close()
         b.close()
+
+
+async def test_zygote_idle_zero_turns_the_zygote_off(h: Harness) -> None:
+    from pycontainerd.plugins.runtimes.pyrunc import zygote
+
+    env = h.env() | {"PYCONTAINERD_SHIM_ZYGOTE_IDLE": "0"}
+    pids = []
+    for name in ("off1", "off2"):
+        b = h.bundle(name, ["true"])
+        client = await h.connect(await h.start(name, b, env=env))
+        r = await call(
+            client, "Connect", shim_pb2.ConnectRequest(id=name), shim_pb2.ConnectResponse
+        )
+        h.shim_pids.add(r.shim_pid)
+        pids.append(r.shim_pid)
+    assert not os.path.exists(zygote.path_for(str(h.workdir / "s")))
+    for pid in pids:  # both forked by their own start
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().rstrip(b"\0").endswith(b"start")
