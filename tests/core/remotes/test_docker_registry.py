@@ -377,7 +377,10 @@ async def test_corrupted_blob_is_a_digest_error_and_nothing_is_committed(
     assert layer.digest in msg and actual in msg
     with pytest.raises(errdefs.NotFound):
         await store.info(layer.digest)
-    assert await store.list_statuses() == []  # the bad ingest was aborted, not kept
+    # the bad ingest was aborted, not kept; a sibling fetch cancelled by the failure (the
+    # config, when it had not finished) may keep its ingest for a later resume, by design
+    refs = [st.ref for st in await store.list_statuses()]
+    assert not [r for r in refs if layer.digest in r], refs
 
 
 async def test_mirrors_from_hosts_toml_in_order_with_fallback(
