@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -147,6 +148,8 @@ def unpack_as(a: Any, cls: type) -> Any:
 # --- byte streams with flow control --------------------------------------------------------
 
 Reader = Callable[[int], Awaitable[bytes]]
+#: how long a sender that half-closed waits for the receiver to end the stream
+HALF_CLOSE_LINGER = 10.0
 
 
 async def send_stream(read: Reader, stream: Stream) -> int:
@@ -157,11 +160,10 @@ async def send_stream(read: Reader, stream: Stream) -> int:
     credit = 0
     sent = 0
     credit_event = asyncio.Event()
-    done = False
 
     async def windows() -> None:
         nonlocal credit
-        while not done:
+        while True:
             try:
                 msg = await stream.recv()
             except EOFError:
@@ -187,7 +189,15 @@ async def send_stream(read: Reader, stream: Stream) -> int:
             sent += len(data)
             await stream.send(pack(tpb.Data(data=data)))
     finally:
-        done = True
+        # A stream that can half-close (a gRPC client call) says it is done writing and lets
+        # the receiver read everything and end the call: cancelling the call (which
+        # cancelling a pending read of it does) could drop the last Data messages in flight.
+        half_close = getattr(stream, "half_close", None)
+        if half_close is not None and not task.done():
+            with contextlib.suppress(Exception):
+                await half_close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(task), HALF_CLOSE_LINGER)
         task.cancel()
         await stream.close()
     return sent

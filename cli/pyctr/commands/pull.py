@@ -206,6 +206,10 @@ class _ClientStream:
             self._ended = True
             raise EOFError(f"stream closed: {e}") from None
 
+    async def half_close(self) -> None:
+        """Done writing: the daemon reads what was sent, then ends the call."""
+        await self.call.done_writing()
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.call.done_writing()
