@@ -554,14 +554,14 @@ _NET_COLUMNS = (
 
 def network_samples(pid: int) -> list[Sample]:
     """Interface counters of ``pid``'s network namespace, loopback left out."""
+    from pycontainerd.plugins.cri.sandbox.stats import net_dev
+
     out = []
-    for line in (_text(PROC_ROOT / str(pid) / "net" / "dev") or "").splitlines()[2:]:
-        name, _, rest = line.partition(":")
-        name, f = name.strip(), rest.split()
-        if name == "lo" or len(f) < 16:
+    for name, f in net_dev(pid, PROC_ROOT).items():
+        if name == "lo":
             continue
         for column, metric in _NET_COLUMNS:
-            out.append(Sample(metric, int(f[column]), (name,)))
+            out.append(Sample(metric, f[column], (name,)))
     return out
 
 

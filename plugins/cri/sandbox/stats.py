@@ -103,20 +103,26 @@ def _cgroup_usage(parent: str) -> dict[str, int] | None:
     }
 
 
-def _net_dev(pid: int) -> list[tuple[str, int, int, int, int]]:
-    """(name, rx bytes, rx errors, tx bytes, tx errors) per interface of ``pid``'s netns."""
-    out: list[tuple[str, int, int, int, int]] = []
+def net_dev(pid: int, proc: Path = Path("/proc")) -> dict[str, list[int]]:
+    """The 16 counters of ``/proc/<pid>/net/dev`` per interface of ``pid``'s netns (receive
+    bytes, packets, errs, drop, fifo, frame, compressed, multicast; transmit bytes, packets,
+    errs, drop, fifo, colls, carrier, compressed); {} when unreadable."""
     try:
-        lines = Path(f"/proc/{pid}/net/dev").read_text().splitlines()[2:]
+        lines = (proc / str(pid) / "net" / "dev").read_text().splitlines()[2:]
     except OSError:
-        return out
+        return {}
+    out: dict[str, list[int]] = {}
     for line in lines:
         name, _, rest = line.partition(":")
         f = rest.split()
-        if len(f) < 11:
-            continue
-        out.append((name.strip(), int(f[0]), int(f[2]), int(f[8]), int(f[10])))
+        if len(f) >= 16:
+            out[name.strip()] = [int(x) for x in f[:16]]
     return out
+
+
+def _net_dev(pid: int) -> list[tuple[str, int, int, int, int]]:
+    """(name, rx bytes, rx errors, tx bytes, tx errors) per interface of ``pid``'s netns."""
+    return [(name, f[0], f[2], f[8], f[10]) for name, f in net_dev(pid).items()]
 
 
 async def _usage_from_metrics(c: Any, sandbox_id: str, container_ids: list[str]) -> dict[str, int]:
