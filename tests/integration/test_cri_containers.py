@@ -43,7 +43,7 @@ def _config(base: Path, network: Any, registry: Any, pause_ref: str) -> str:
     )
 
 
-class Env:
+class Env(cri_support.CRIDaemon):
     def __init__(self, base: Path, config: str, busybox: str) -> None:
         env = cri_support.daemon_env()
         self.base = base
@@ -52,23 +52,6 @@ class Env:
         self.busybox = busybox
         self.pods: list[str] = []
         self.logs = base / "logs"
-
-    def start(self) -> Env:
-        self.daemon.start(timeout=60)
-        self.cri = CRIClient(self.daemon.address, timeout=120)
-        self.cri.wait_ready()
-        return self
-
-    def restart(self) -> None:
-        assert self.cri is not None
-        self.cri.close()
-        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
-        self.start()
-
-    @property
-    def rs(self) -> Any:
-        assert self.cri is not None
-        return self.cri.runtime
 
     def pod_config(self, name: str = "pod") -> Any:
         return pb.PodSandboxConfig(

@@ -67,7 +67,7 @@ def _config(base: Path, network: Any, registry: Any, pause_ref: str) -> str:
     )
 
 
-class Env:
+class Env(cri_support.CRIDaemon):
     def __init__(self, base: Path, config: str, refs: dict[str, str]) -> None:
         env = cri_support.daemon_env()
         self.base = base
@@ -82,23 +82,10 @@ class Env:
         return self.daemon.state / "io.containerd.grpc.v1.cri" / "image-volumes"
 
     def start(self) -> Env:
-        self.daemon.start(timeout=60)
-        self.cri = CRIClient(self.daemon.address, timeout=120)
-        self.cri.wait_ready()
+        super().start()
         # container calls wait until recovery (image volumes included) is done
         self.rs.ListContainers(pb.ListContainersRequest(), timeout=60)
         return self
-
-    def restart(self) -> None:
-        assert self.cri is not None
-        self.cri.close()
-        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
-        self.start()
-
-    @property
-    def rs(self) -> Any:
-        assert self.cri is not None
-        return self.cri.runtime
 
     def run_pod(self, name: str, handler: str = "") -> tuple[str, Any]:
         config = pb.PodSandboxConfig(

@@ -57,7 +57,7 @@ def _wait_for(what: str, fn: Any, timeout: float = 30.0) -> Any:
         time.sleep(0.05)
 
 
-class Env:
+class Env(cri_support.CRIDaemon):
     """A daemon with NRI configured under ``base``; ``preinstalled`` maps ``NN-name`` to the
     plugin's settings (its config file)."""
 
@@ -102,22 +102,9 @@ class Env:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> Env:
-        self.daemon.start(timeout=60)
-        self.cri = CRIClient(self.daemon.address, timeout=120)
-        self.cri.wait_ready()
+        super().start()
         self.cri.pull(self.busybox)
         return self
-
-    def restart(self) -> None:
-        assert self.cri is not None
-        self.cri.close()
-        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
-        self.start()
-
-    @property
-    def rs(self) -> Any:
-        assert self.cri is not None
-        return self.cri.runtime
 
     def external(
         self, name: str, index: str, **settings: Any

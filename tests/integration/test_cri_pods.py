@@ -53,7 +53,7 @@ def _config(base: Path, network: Any, registry: Any, pause_ref: str) -> str:
     )
 
 
-class Pods:
+class Pods(cri_support.CRIDaemon):
     """A daemon with CRI, and the pods a test made (removed at the end)."""
 
     def __init__(self, base: Path, config: str) -> None:
@@ -61,23 +61,6 @@ class Pods:
         self.daemon = Daemon(base / "d", config=config, env=env)
         self.cri: CRIClient | None = None
         self.ids: list[str] = []
-
-    def start(self) -> Pods:
-        self.daemon.start(timeout=60)
-        self.cri = CRIClient(self.daemon.address, timeout=120)
-        self.cri.wait_ready()
-        return self
-
-    def restart(self) -> None:
-        assert self.cri is not None
-        self.cri.close()
-        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
-        self.start()
-
-    @property
-    def rs(self) -> Any:
-        assert self.cri is not None
-        return self.cri.runtime
 
     def run(self, config: Any, handler: str = "") -> str:
         resp = self.rs.RunPodSandbox(

@@ -212,3 +212,29 @@ def daemon_config(
 [plugins."io.containerd.cri.v1.images".registry]
   config_path = "{base / "certs.d"}"
 {extra}"""
+
+
+class CRIDaemon:
+    """A test daemon (``self.daemon``, a ``daemon.Daemon``) and a CRI client of it; test
+    modules subclass it and add what their tests need."""
+
+    daemon: Any
+    cri: CRIClient | None = None
+
+    def start(self) -> Any:
+        self.daemon.start(timeout=60)
+        self.cri = CRIClient(self.daemon.address, timeout=120)
+        self.cri.wait_ready()
+        return self
+
+    def restart(self) -> None:
+        """SIGTERM the daemon and start it again on the same root and state."""
+        assert self.cri is not None
+        self.cri.close()
+        assert self.daemon.stop() == 0, self.daemon.log()[-3000:]
+        self.start()
+
+    @property
+    def rs(self) -> Any:
+        assert self.cri is not None
+        return self.cri.runtime
