@@ -453,8 +453,6 @@ class NRI:
         spec with :func:`apply_adjustment`."""
         async with self._lock:
             req = pb.CreateContainerRequest(pod=pod.to_proto(), container=ctr.to_proto())
-            original = pb.Container()
-            original.CopyFrom(req.container)
             result = CreateResult(req)
             self._state[ctr.id] = _CREATED
             async for p, rpl in self._each(
@@ -466,7 +464,7 @@ class NRI:
                     )
                 result.apply(rpl, p.name)
             rpl = result.response()
-            await self._validate(req.pod, original, rpl, result)
+            await self._validate(req.pod, ctr, rpl, result)
             await self._apply_evictions(list(rpl.evict), "pre-create")
             await self._apply_updates(list(rpl.update), "pre-create")
             return CreateContainerResult(
@@ -476,7 +474,7 @@ class NRI:
     async def _validate(
         self,
         pod: pb.PodSandbox,
-        ctr: pb.Container,
+        ctr: Container,
         rpl: pb.CreateContainerResponse,
         result: CreateResult,
     ) -> None:
@@ -489,7 +487,7 @@ class NRI:
             return
         req = pb.ValidateContainerAdjustmentRequest(
             pod=pod,
-            container=ctr,
+            container=ctr.to_proto(),  # as it was before any plugin adjusted it
             adjust=rpl.adjust,
             update=list(rpl.update),
             owners=result.owners.to_proto(ctr.id),
