@@ -218,7 +218,11 @@ def test_run_log_uri_null_io_pid_file(
         cid,
         "sh",
         "-c",
-        "echo out; echo err >&2",
+        # stderr first, and a moment before stdout ends: containerd's own shim copies both
+        # streams into the one file but closes it when stdout reaches EOF (copyPipes hands
+        # stdout the file itself, not the shared counting closer), so stderr written at the
+        # same moment as the exit can be lost there
+        "echo err >&2; sleep 1; echo out",
     )
     try:
         assert res.returncode == 0 and res.stdout == b"", res.stderr
