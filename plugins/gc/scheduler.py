@@ -98,7 +98,10 @@ class Scheduler:
                     next_at = time.monotonic() + interval
                     continue
             else:
-                if last is not None and last > e.ts:
+                # an event from before the last collection ended is covered by it, except
+                # a trigger whose waiter came while that collection ran: it was not among
+                # the waiters the collection answered and needs one that starts after it
+                if last is not None and last > e.ts and (e.mutation or not self._waiters):
                     continue
                 if e.dirty:
                     deletions += 1

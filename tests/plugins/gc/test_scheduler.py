@@ -131,6 +131,35 @@ async def test_schedule_and_wait_runs_a_collection_and_returns_its_stats(running
     assert stats.meta_duration == 0.001 and c.runs == 1
 
 
+class GatedCollector(FakeCollector):
+    """Each collection waits for ``gate``; ``started`` is set when one begins."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def garbage_collect(self) -> Stats:
+        self.started.set()
+        await self.gate.wait()
+        return await super().garbage_collect()
+
+
+async def test_schedule_and_wait_during_a_collection_gets_a_later_one(running):
+    """A sync delete asking while a collection runs is not left waiting forever: its
+    trigger predates the end of that collection, but that collection did not answer it."""
+    c = GatedCollector()
+    s = running(Scheduler(c, startup_delay=0, pause_threshold=0.5))
+    first = asyncio.create_task(s.schedule_and_wait())
+    await asyncio.wait_for(c.started.wait(), 2)
+    second = asyncio.create_task(s.schedule_and_wait())
+    await asyncio.sleep(0.01)
+    c.gate.set()
+    await asyncio.wait_for(first, 2)
+    await asyncio.wait_for(second, 2)
+    assert c.runs == 2
+
+
 async def test_schedule_and_wait_reports_a_failed_collection(running):
     c = FakeCollector(fail=True)
     s = running(Scheduler(c, startup_delay=0))
