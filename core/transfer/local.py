@@ -21,13 +21,14 @@ import asyncio
 import datetime
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from pycontainerd.core import errdefs, namespaces, platforms
 from pycontainerd.core import leases as leases_
+from pycontainerd.core.imageverifier import ImageVerifier
 from pycontainerd.core.transfer import Progress, ProgressFunc, UnpackConfiguration
 from pycontainerd.core.transfer.imagestore import ImageStore
 from pycontainerd.core.transfer.progress import ProgressTracker
@@ -54,6 +55,8 @@ class TransferConfig:
     #: whose platform matches is the default for a request without a snapshotter
     unpack_platforms: tuple[UnpackPlatform, ...] = attrs.field(default=(), converter=tuple)
     default_snapshotter: str = "overlayfs"
+    #: image verifiers (plugin ID -> verifier) that must allow a pull before it fetches
+    verifiers: Mapping[str, ImageVerifier] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -161,6 +164,7 @@ class LocalTransferService:
             manifest_limit=dest.manifest_limit,
             unpacks=tuple(unpacks),
             progress_timeout=self.config.progress_timeout,
+            verifiers=self.config.verifiers,
         )
         key = (
             ns,

@@ -26,16 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from pycontainerd.core import errdefs, platforms, reference
+from pycontainerd.core import errdefs, imageverifier, platforms, reference
 from pycontainerd.core.content import helpers
 from pycontainerd.core.content.descriptor import Descriptor
 from pycontainerd.core.content.types import Info
 from pycontainerd.core.images import mediatypes
+from pycontainerd.core.imageverifier import ImageVerifier
 from pycontainerd.core.plugin.context import Platform
 from pycontainerd.core.transfer.progress import ProgressTracker
 
@@ -82,6 +83,8 @@ class PullOptions:
     unpacks: tuple[UnpackPlatform, ...] = attrs.field(default=(), converter=tuple)
     #: seconds without progress before the pull fails (0: never)
     progress_timeout: float = 0.0
+    #: image verifiers by plugin ID, asked before anything is fetched
+    verifiers: Mapping[str, ImageVerifier] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True)
@@ -352,11 +355,12 @@ async def pull(
     limiter: asyncio.Semaphore | None = None,
     tracker: ProgressTracker | None = None,
 ) -> PullResult:
-    """Resolve ``source`` (an :class:`~pycontainerd.core.transfer.ImageFetcher`), fetch and
-    unpack it (see the module docstring)."""
+    """Resolve ``source`` (an :class:`~pycontainerd.core.transfer.ImageFetcher`), have
+    ``options.verifiers`` judge it, fetch and unpack it (see the module docstring)."""
     name, desc = await source.resolve()
     if desc.media_type == mediatypes.DOCKER_SCHEMA1_MANIFEST:
         raise errdefs.InvalidArgument("schema 1 image manifests are no longer supported")
+    await imageverifier.check(options.verifiers, name, desc)
     fetcher = await source.fetcher(name)
     puller = Puller(
         fetcher=fetcher,

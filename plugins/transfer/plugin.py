@@ -1,6 +1,6 @@
 """Registration of ``io.containerd.transfer.v1.local``: the local transfer service (pull, push,
 tag, import, export) over the metadata content and image stores, unpacking through the
-configured snapshotter/differ pairs."""
+configured snapshotter/differ pairs, pulls judged by every image verifier."""
 
 from __future__ import annotations
 
@@ -50,6 +50,7 @@ def _default_unpack_config() -> list[UnpackConfig]:
 
 async def _init(ic: InitContext) -> Any:
     from pycontainerd.core import durations, errdefs, platforms
+    from pycontainerd.core.plugin.context import PluginNotFound
     from pycontainerd.core.transfer.local import LocalTransferService, TransferConfig
     from pycontainerd.core.transfer.pull import UnpackPlatform
 
@@ -87,6 +88,10 @@ async def _init(ic: InitContext) -> Any:
     default_sn = cfg.default_snapshotter
     if unpacks and default_sn not in {u.snapshotter_name for u in unpacks}:
         default_sn = unpacks[0].snapshotter_name
+    try:
+        verifiers = ic.get_by_type(types.IMAGE_VERIFIER)
+    except PluginNotFound:
+        verifiers = {}
     config = TransferConfig(
         max_concurrent_downloads=cfg.max_concurrent_downloads,
         max_concurrent_uploaded_layers=cfg.max_concurrent_uploaded_layers,
@@ -94,6 +99,7 @@ async def _init(ic: InitContext) -> Any:
         progress_timeout=durations.parse(cfg.progress_timeout),
         unpack_platforms=tuple(unpacks),
         default_snapshotter=default_sn,
+        verifiers=verifiers,
     )
     ic.meta.exports["default_snapshotter"] = default_sn
     return LocalTransferService(
@@ -107,7 +113,13 @@ def pycontainerd_registrations() -> list[Registration]:
         Registration(
             type=types.TRANSFER,
             id="local",
-            requires=(types.LEASE, types.METADATA, types.DIFF, types.SNAPSHOTTER),
+            requires=(
+                types.LEASE,
+                types.METADATA,
+                types.DIFF,
+                types.IMAGE_VERIFIER,
+                types.SNAPSHOTTER,
+            ),
             config=Config,
             init=_init,
         )

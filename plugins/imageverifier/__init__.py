@@ -1,0 +1,1 @@
+"""Image verifier plugins (``io.containerd.image-verifier.v1``)."""
