@@ -244,11 +244,16 @@ class BinDirVerifier:
         return code, proto.reason()
 
 
-def _kill_group(pgid: int) -> None:
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group led by the unreaped verifier ``pid`` (the verifier alone,
+    should it have left its group)."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _signal_name(num: int) -> str:
