@@ -26,11 +26,12 @@ log = logging.getLogger(__name__)
 CHUNK = 32 * 1024
 
 
-async def _wait_fd(fd: int, *, write: bool) -> None:
+async def _wait_fd(fd: int, *, write: bool, wake: asyncio.Future[None] | None = None) -> None:
+    """Until ``fd`` is readable (writable), or ``wake`` is done."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
 
-    def ready() -> None:
+    def ready(*_: object) -> None:
         if not fut.done():
             fut.set_result(None)
 
@@ -38,6 +39,8 @@ async def _wait_fd(fd: int, *, write: bool) -> None:
         loop.add_writer(fd, ready)
     else:
         loop.add_reader(fd, ready)
+    if wake is not None:
+        wake.add_done_callback(ready)
     try:
         await fut
     finally:
@@ -45,19 +48,27 @@ async def _wait_fd(fd: int, *, write: bool) -> None:
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+        if wake is not None:
+            wake.remove_done_callback(ready)
 
 
-async def pump(src: int, dst: int) -> None:
+async def pump(src: int, dst: int, *, stop: asyncio.Future[None] | None = None) -> None:
     """Copy ``src`` to ``dst`` until EOF (or EIO from a pty whose other side closed). Waits for
     readability before every read: a FIFO with no writer yet reads as EOF, but polls as
-    readable only once a writer has come."""
+    readable only once a writer has come. Once ``stop`` is done, what ``src`` still holds is
+    copied and the pump ends at the first read that would wait."""
     os.set_blocking(src, False)
     os.set_blocking(dst, False)
     while True:
-        await _wait_fd(src, write=False)
+        stopping = stop is not None and stop.done()
+        if not stopping:
+            await _wait_fd(src, write=False, wake=stop)
+            stopping = stop is not None and stop.done()
         try:
             data = os.read(src, CHUNK)
         except BlockingIOError:
+            if stopping:
+                return
             continue
         except OSError as e:
             if e.errno == errno.EIO:
@@ -130,6 +141,10 @@ class ProcessIO:
     _console_task: asyncio.Task[int] | None = attrs.field(default=None, init=False)
     master: int | None = attrs.field(default=None, init=False)
     _tasks: list[asyncio.Task[None]] = attrs.field(factory=list, init=False)
+    #: done at CloseIO: the stdin copy drains what the FIFO holds, then closes the pipe
+    _stdin_stop: asyncio.Future[None] | None = attrs.field(default=None, init=False)
+    #: fds the copy tasks own (closed exactly once: by their task or by close_now)
+    _copy_fds: set[int] = attrs.field(factory=set, init=False)
 
     @property
     def console_socket(self) -> str:
@@ -175,30 +190,41 @@ class ProcessIO:
             if self._console is not None:
                 self._console.close()
             if self._stdin_fifo is not None:
-                dup = os.dup(self.master)
-                self._spawn(loop, self._copy(self._stdin_fifo, dup, close_dst=True))
+                self._start_copy(loop, self._stdin_fifo, os.dup(self.master))
                 self._stdin_fifo = None
             if self._stdout is not None:
-                self._spawn(loop, self._copy(os.dup(self.master), self._stdout, close_dst=True))
+                self._start_copy(loop, os.dup(self.master), self._stdout)
                 self._stdout = None
         elif self._stdin_fifo is not None and self._stdin_w is not None:
-            self._spawn(loop, self._copy(self._stdin_fifo, self._stdin_w, close_dst=True))
+            self._stdin_stop = loop.create_future()
+            self._start_copy(loop, self._stdin_fifo, self._stdin_w, stop=self._stdin_stop)
             self._stdin_fifo = None
 
-    def _spawn(self, loop: asyncio.AbstractEventLoop, coro: object) -> None:
-        self._tasks.append(loop.create_task(coro, name="stdio copy"))  # type: ignore[arg-type]
+    def _start_copy(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        src: int,
+        dst: int,
+        *,
+        stop: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Copy ``src`` to ``dst`` in a task that owns (closes) both: until it ends, or until
+        :meth:`close_now` closes them (a task cancelled before it ran closes nothing)."""
+        self._copy_fds.update((src, dst))
+        self._tasks.append(loop.create_task(self._copy(src, dst, stop), name="stdio copy"))
 
-    async def _copy(self, src: int, dst: int, *, close_dst: bool) -> None:
+    async def _copy(self, src: int, dst: int, stop: asyncio.Future[None] | None) -> None:
         try:
-            await pump(src, dst)
+            await pump(src, dst, stop=stop)
         except OSError as e:
             log.debug("stdio copy ended: %s", e)
         finally:
-            _close(src)
-            if close_dst:
-                if dst == self._stdin_w:
-                    self._stdin_w = None
-                _close(dst)
+            if dst == self._stdin_w:
+                self._stdin_w = None
+            for fd in (src, dst):
+                if fd in self._copy_fds:
+                    self._copy_fds.discard(fd)
+                    _close(fd)
 
     def close_stdin(self) -> None:
         """CloseIO: the process sees EOF on stdin."""
@@ -206,10 +232,14 @@ class ProcessIO:
             for t in self._tasks[:1] if self.stdin else []:
                 t.cancel()
             return
+        # what the client wrote before it asked is still in the FIFO (containerd's clients
+        # call CloseIO right after their last write): the copy passes it on, then closes
+        if self._stdin_stop is not None:
+            if not self._stdin_stop.done():
+                self._stdin_stop.set_result(None)
+            return
         w, self._stdin_w = self._stdin_w, None
-        if self._tasks:
-            self._tasks[0].cancel()  # the stdin copy closes its fds
-        elif w is not None:
+        if w is not None:
             _close(w)
 
     def resize(self, width: int, height: int) -> None:
@@ -234,7 +264,11 @@ class ProcessIO:
         for name in ("_stdin_fifo", "_stdin_w", "_stdout", "master"):
             fd = getattr(self, name)
             setattr(self, name, None)
+            if fd not in self._copy_fds:
+                _close(fd)
+        for fd in self._copy_fds:
             _close(fd)
+        self._copy_fds.clear()
         if self._console_task is not None and not self._console_task.done():
             self._console_task.cancel()
         if self._console is not None:
