@@ -87,7 +87,11 @@ class Scheduler:
         while True:
             timeout = None if next_at is None else max(0.0, next_at - time.monotonic())
             try:
-                e = await asyncio.wait_for(self._events.get(), timeout)
+                # not asyncio.wait_for: on 3.11 it returns the event instead of raising when
+                # the loop is cancelled just as one arrives, and the daemon's stop then waits
+                # on this loop forever
+                async with asyncio.timeout(timeout):
+                    e = await self._events.get()
             except TimeoutError:
                 if (
                     not triggered

@@ -131,6 +131,24 @@ async def test_schedule_and_wait_runs_a_collection_and_returns_its_stats(running
     assert stats.meta_duration == 0.001 and c.runs == 1
 
 
+async def test_cancelling_the_loop_as_an_event_arrives_ends_it():
+    """The daemon's stop cancels the loop; a mutation arriving in the same moment must not
+    keep it running (the stop would wait forever)."""
+    c = FakeCollector()
+    s = Scheduler(c, startup_delay=0)
+    task = asyncio.create_task(s.run())
+    try:
+        await asyncio.wait_for(s.schedule_and_wait(), 2)  # the next one is now timed
+        await asyncio.sleep(0.01)
+        c.mutate(False)
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=2)
+        assert done and task.cancelled()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 class GatedCollector(FakeCollector):
     """Each collection waits for ``gate``; ``started`` is set when one begins."""
 
