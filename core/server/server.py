@@ -17,12 +17,16 @@ from typing import Any
 
 import attrs
 
+from pycontainerd.core import errdefs
 from pycontainerd.core.plugin import graph, types
 from pycontainerd.core.plugin.context import InitContext, Meta, Plugin, PluginSet, Status
 from pycontainerd.core.plugin.registration import Registration, SkipPlugin
 from pycontainerd.core.plugin.registry import Registry
 
 log = logging.getLogger(__name__)
+
+#: seconds a stop waits for cancelled background tasks before going on without them
+TASK_STOP_TIMEOUT = 10.0
 
 #: ``decode(config_class, raw_table_or_None, uri) -> (instance, warnings)``
 Decoder = Callable[[type, "dict[str, Any] | None", str], "tuple[Any, list[str]]"]
@@ -219,7 +223,15 @@ class Server:
         for t in tasks:
             t.cancel()
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_TIMEOUT)
+            if stuck:
+                # a task that ignores cancellation must not keep the daemon from stopping
+                names = ", ".join(sorted(t.get_name() for t in stuck))
+                err = errdefs.DeadlineExceeded(
+                    f"background tasks did not stop within {TASK_STOP_TIMEOUT:g}s: {names}"
+                )
+                errors.append(err)
+                log.error("%s", err)
         for p in reversed(list(self.plugins)):
             if p.status is not Status.OK or p.instance is None:
                 continue

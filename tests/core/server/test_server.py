@@ -157,6 +157,43 @@ async def test_background_tasks_are_cancelled_before_instances_close(tmp_path):
     assert events == ["task cancelled", "closed"]
 
 
+async def test_a_task_ignoring_cancellation_does_not_block_the_stop(tmp_path, monkeypatch):
+    from pycontainerd.core.server import server as server_mod
+
+    monkeypatch.setattr(server_mod, "TASK_STOP_TIMEOUT", 0.2)
+    release = asyncio.Event()
+    closed: list[str] = []
+
+    async def stubborn():
+        while not release.is_set():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass  # what a buggy background loop does
+
+    class Inst:
+        async def close(self):
+            closed.append("closed")
+
+    async def init(ic):
+        ic.spawn(stubborn(), "stubborn")
+        return Inst()
+
+    srv = make(tmp_path, [Registration(type="io.t.v1", id="s", init=init)])
+    await srv.start()
+    await asyncio.sleep(0)
+    try:
+        errors = await asyncio.wait_for(srv.stop(), 5)
+        assert closed == ["closed"]
+        assert [type(e).__name__ for e in errors] == ["DeadlineExceeded"]
+        assert "stubborn" in str(errors[0])
+    finally:
+        release.set()
+        for t in asyncio.all_tasks():
+            if t.get_name() == "stubborn":
+                t.cancel()
+
+
 async def test_readiness_waits_for_every_registered_plugin(tmp_path):
     holder = {}
 
