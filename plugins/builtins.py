@@ -16,6 +16,7 @@ MODULES = [
     "pycontainerd.plugins.gc.plugin",
     "pycontainerd.plugins.leases.plugin",
     "pycontainerd.plugins.diff.walking.plugin",
+    "pycontainerd.plugins.imageverifier.plugin",
     "pycontainerd.plugins.transfer.plugin",
     "pycontainerd.plugins.streaming.plugin",
     "pycontainerd.plugins.services.content.plugin",

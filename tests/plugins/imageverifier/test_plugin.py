@@ -14,6 +14,7 @@ from pycontainerd.core.config.codec import ConfigError, decode_plugin_config
 from pycontainerd.core.plugin import InitContext, Status, loader, types
 from pycontainerd.core.plugin.context import PluginSet
 from pycontainerd.core.server.server import Server, Settings
+from pycontainerd.plugins import builtins
 from pycontainerd.plugins.imageverifier import plugin
 from pycontainerd.plugins.imageverifier.bindir import BinDirVerifier
 
@@ -43,6 +44,12 @@ def test_registration_and_default_config_match_containerd():
         10,
         "10s",
     )
+
+
+def test_builtin_and_registered_before_the_transfer_service():
+    mods = builtins.modules()
+    me = mods.index("pycontainerd.plugins.imageverifier.plugin")
+    assert mods[me + 1] == "pycontainerd.plugins.transfer.plugin"
 
 
 @pytest.mark.parametrize("bad", ["ten seconds", "10", ""])
