@@ -141,6 +141,19 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
+    def on_dump() -> None:
+        # containerd's SIGUSR1: the stacks in the log and in a file under the temp dir
+        from pycontainerd.core.server import stacks
+
+        text = stacks.dump(loop)
+        log.info("=== BEGIN task and thread stack dump ===\n%s=== END stack dump ===", text)
+        try:
+            log.info("stack dump written to %s", stacks.write(text))
+        except OSError as e:
+            log.error("failed to write the stack dump: %s", e)
+
+    loop.add_signal_handler(signal.SIGUSR1, on_dump)
+
     log.info(
         "starting pycontainerd version=%s root=%s state=%s",
         pycontainerd.__version__,

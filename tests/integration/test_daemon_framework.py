@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import tomllib
 import urllib.request
 from pathlib import Path
@@ -316,6 +317,26 @@ def test_v2_config_starts_and_reports_a_deprecation(tmp_path):
         # Introspection.Server() carries the config deprecation; pyctr prints it like ctr 2.x
         assert "DEPRECATION: io.containerd.deprecation/config-version" in res.stderr, res.stderr
         assert "version 2" in res.stderr
+
+
+def test_sigusr1_dumps_task_and_thread_stacks_and_keeps_serving(tmp_path):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    d = Daemon(tmp_path / "d", env={"TMPDIR": str(tmp)}).start()
+    try:
+        d.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not list(tmp.glob("pycontainerd.*.stacks.log")):
+            time.sleep(0.1)
+        [path] = tmp.glob("pycontainerd.*.stacks.log")
+        text = path.read_text()
+        # the daemon's own background tasks and the main thread, with their frames
+        assert "task 'gc-scheduler'" in text and "scheduler.py" in text
+        assert "MainThread" in text
+        assert "stack dump written to" in d.log()
+        assert d.pyctr("version").returncode == 0
+    finally:
+        assert d.stop() == 0
 
 
 def test_second_signal_forces_exit(tmp_path):
