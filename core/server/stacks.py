@@ -26,12 +26,7 @@ def dump(loop: asyncio.AbstractEventLoop | None = None) -> str:
     out.write(f"=== {len(tasks)} asyncio tasks ===\n")
     for task in tasks:
         out.write(f"\ntask {task.get_name()!r}: {task.get_coro()!r}\n")
-        frames = task.get_stack()
-        if not frames:
-            out.write("  (no Python frames)\n")
-        for frame in frames:
-            code = frame.f_code
-            out.write(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}\n')
+        _await_chain(task.get_coro(), out)
     names = {t.ident: t.name for t in threading.enumerate()}
     current = sys._current_frames()
     out.write(f"\n=== {len(current)} threads ===\n")
@@ -39,6 +34,28 @@ def dump(loop: asyncio.AbstractEventLoop | None = None) -> str:
         out.write(f"\nthread {names.get(ident, '?')!r} ({ident}):\n")
         out.write("".join(traceback.format_stack(frame)))
     return out.getvalue()
+
+
+def _await_chain(obj: object, out: io.StringIO) -> None:
+    """The frames of a coroutine and of what it awaits, outermost first (a task's own
+    stack shows only its outermost frame), then the future at the bottom."""
+    seen = frames = 0
+    while obj is not None and seen < 100:
+        seen += 1
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        if frame is not None:
+            frames += 1
+            code = frame.f_code
+            out.write(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}\n')
+        nxt = getattr(obj, "cr_await", None)
+        if nxt is None:
+            nxt = getattr(obj, "gi_yieldfrom", None)
+        if nxt is None and frame is None:
+            out.write(f"  awaiting {obj!r}\n"[:500])
+            return
+        obj = nxt
+    if not frames:
+        out.write("  (no Python frames)\n")
 
 
 def write(text: str) -> str:
