@@ -5,6 +5,8 @@ and of every thread, as text (``pycontainerd`` logs it and writes it to
 from __future__ import annotations
 
 import asyncio
+import gc
+import inspect
 import io
 import os
 import sys
@@ -27,6 +29,21 @@ def dump(loop: asyncio.AbstractEventLoop | None = None) -> str:
     for task in tasks:
         out.write(f"\ntask {task.get_name()!r}: {task.get_coro()!r}\n")
         _await_chain(task.get_coro(), out)
+    # coroutines awaited from C code (a gRPC handler under grpc.aio's Cython task) are in
+    # no task's chain: the outermost suspended ones, found among all objects
+    in_chains: set[int] = set()
+    for task in tasks:
+        obj: object = task.get_coro()
+        while obj is not None:
+            in_chains.add(id(obj))
+            obj = getattr(obj, "cr_await", None)
+    suspended = [o for o in gc.get_objects() if inspect.iscoroutine(o) and o.cr_frame is not None]
+    awaited = {id(o.cr_await) for o in suspended if o.cr_await is not None}
+    roots = [o for o in suspended if id(o) not in awaited and id(o) not in in_chains]
+    out.write(f"\n=== {len(roots)} coroutines awaited from outside Python ===\n")
+    for coro in roots:
+        out.write(f"\ncoroutine {coro.__qualname__}:\n")
+        _await_chain(coro, out)
     names = {t.ident: t.name for t in threading.enumerate()}
     current = sys._current_frames()
     out.write(f"\n=== {len(current)} threads ===\n")
