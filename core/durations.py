@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pycontainerd.core import errdefs
 
@@ -68,3 +69,12 @@ def format(seconds: float) -> str:  # noqa: A001 - mirrors Go's Duration.String
 def _trim(value: float) -> str:
     text = f"{value:.9f}".rstrip("0").rstrip(".")
     return text or "0"
+
+
+def validate(_inst: object, attr: Any, value: str) -> None:
+    """An attrs validator for a config field holding a Go duration: ValueError naming the
+    field (the config decoder reports it with the plugin's table)."""
+    try:
+        parse(value)
+    except errdefs.InvalidArgument as exc:
+        raise ValueError(f"{attr.name}: {exc}") from None

@@ -6,15 +6,8 @@ from typing import Any
 
 import attrs
 
-from pycontainerd.core import durations, errdefs
+from pycontainerd.core import durations
 from pycontainerd.core.plugin import InitContext, Registration, hookimpl, types
-
-
-def _duration(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
-    try:
-        durations.parse(value)
-    except errdefs.InvalidArgument as exc:
-        raise ValueError(f"{attr.name}: {exc}") from None
 
 
 @attrs.define(kw_only=True)
@@ -26,9 +19,9 @@ class Config:
     #: mutations that trigger a collection (0: never by mutations)
     mutation_threshold: int = 100
     #: delay between a trigger and the collection (Go duration)
-    schedule_delay: str = attrs.field(default="0ms", validator=_duration)
+    schedule_delay: str = attrs.field(default="0ms", validator=durations.validate)
     #: delay before the first collection after start (Go duration)
-    startup_delay: str = attrs.field(default="100ms", validator=_duration)
+    startup_delay: str = attrs.field(default="100ms", validator=durations.validate)
 
 
 async def _init(ic: InitContext) -> Any:

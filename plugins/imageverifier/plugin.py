@@ -7,18 +7,11 @@ from typing import Any
 
 import attrs
 
-from pycontainerd.core import durations, errdefs
+from pycontainerd.core import durations
 from pycontainerd.core.plugin import InitContext, Registration, hookimpl, types
 
 #: Where containerd looks for verifier programs on Unix.
 DEFAULT_BIN_DIR = "/opt/containerd/image-verifier/bin"
-
-
-def _duration(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
-    try:
-        durations.parse(value)
-    except errdefs.InvalidArgument as exc:
-        raise ValueError(f"{attr.name}: {exc}") from None
 
 
 @attrs.define(kw_only=True)
@@ -28,7 +21,7 @@ class Config:
     #: run at most this many of them (negative: all)
     max_verifiers: int = 10
     #: time one verifier may take before its process group is killed (Go duration)
-    per_verifier_timeout: str = attrs.field(default="10s", validator=_duration)
+    per_verifier_timeout: str = attrs.field(default="10s", validator=durations.validate)
 
 
 async def _init(ic: InitContext) -> Any:

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from pycontainerd.core import durations, errdefs
+from pycontainerd.core import durations
 from pycontainerd.core.config.migrations import migrate_restart_monitor
 from pycontainerd.core.plugin import InitContext, Registration, hookimpl, types
 
@@ -17,17 +17,10 @@ TASKS_SERVICE = "tasks-service"
 NAMESPACES_SERVICE = "namespaces-service"
 
 
-def _duration(_inst: object, attr: attrs.Attribute[str], value: str) -> None:
-    try:
-        durations.parse(value)
-    except errdefs.InvalidArgument as exc:
-        raise ValueError(f"{attr.name}: {exc}") from None
-
-
 @attrs.define(kw_only=True)
 class Config:
     #: how long to wait between two reconciliations (Go duration; 0 means the default 10s)
-    interval: str = attrs.field(default="10s", validator=_duration)
+    interval: str = attrs.field(default="10s", validator=durations.validate)
 
 
 async def _init(ic: InitContext) -> Any:
