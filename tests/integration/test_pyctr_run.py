@@ -9,18 +9,15 @@ from __future__ import annotations
 import os
 import pty
 import select
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import images
-import peers
 import pytest
-from daemon import Daemon
+from daemon import Daemon, with_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -34,29 +31,14 @@ CONFIG = (
 
 
 @pytest.fixture(scope="module")
-def d(tmp_path_factory: pytest.TempPathFactory, busybox: images.Image) -> Iterator[Daemon]:
-    for name in ("containerd-shim-runc-v2", "runc"):
-        peers.require_binary(name)
-    base = Path(tempfile.mkdtemp(prefix="pyctrrun", dir="/tmp"))
-    env = {
-        "PATH": ":".join(
-            filter(
-                None, [os.path.dirname(sys.executable), os.environ.get("PATH"), *peers.SBIN_DIRS]
-            )
-        )
-    }
-    daemon = Daemon(base / "d", config=CONFIG, env=env)
-    daemon.start()
-    try:
-        archive = busybox.oci_archive(base / "busybox.tar")
-        daemon.pyctr("images", "import", "--no-progress", str(archive))
-        yield daemon
-    finally:
-        for cid in daemon.pyctr("containers", "ls", "-q", check=False).stdout.split():
-            daemon.pyctr("tasks", "delete", "-f", cid, check=False)
-            daemon.pyctr("containers", "rm", cid, check=False)
-        daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
+def d(busybox: images.Image) -> Iterator[Daemon]:
+    with with_image("pyctrrun", CONFIG, busybox) as daemon:
+        try:
+            yield daemon
+        finally:
+            for cid in daemon.pyctr("containers", "ls", "-q", check=False).stdout.split():
+                daemon.pyctr("tasks", "delete", "-f", cid, check=False)
+                daemon.pyctr("containers", "rm", cid, check=False)
 
 
 def pyctr(

@@ -10,18 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import images
-import peers
 import pytest
-from daemon import Daemon
+from daemon import Daemon, with_image
 
 pytestmark = [pytest.mark.integration, pytest.mark.root]
 
@@ -41,27 +37,12 @@ CONFIG = (
 
 @pytest.fixture(scope="module")
 def d(busybox: images.Image) -> Iterator[Daemon]:
-    for name in ("containerd-shim-runc-v2", "runc"):
-        peers.require_binary(name)
-    base = Path(tempfile.mkdtemp(prefix="restartmon", dir="/tmp"))
-    env = {
-        "PATH": ":".join(
-            filter(
-                None, [os.path.dirname(sys.executable), os.environ.get("PATH"), *peers.SBIN_DIRS]
-            )
-        )
-    }
-    daemon = Daemon(base / "d", config=CONFIG, env=env)
-    daemon.start()
-    try:
-        archive = busybox.oci_archive(base / "busybox.tar")
-        daemon.pyctr("images", "import", "--no-progress", str(archive))
-        yield daemon
-    finally:
-        for cid in daemon.ctr("containers", "ls", "-q", check=False).stdout.split():
-            _remove(daemon, cid)
-        daemon.stop()
-        shutil.rmtree(base, ignore_errors=True)
+    with with_image("restartmon", CONFIG, busybox) as daemon:
+        try:
+            yield daemon
+        finally:
+            for cid in daemon.ctr("containers", "ls", "-q", check=False).stdout.split():
+                _remove(daemon, cid)
 
 
 def _tasks(d: Daemon) -> dict[str, tuple[int, str]]:

@@ -6,13 +6,18 @@ Each daemon gets its own root, state and socket under a temp dir, so tests never
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 SUPPORT_DIR = Path(__file__).resolve().parent
 CTR = "/usr/bin/ctr"
@@ -172,3 +177,25 @@ def run_daemon_once(
     return subprocess.run(
         d.command() + list(extra), capture_output=True, text=True, env=d.env, timeout=timeout
     )
+
+
+@contextlib.contextmanager
+def with_image(prefix: str, config: str, image: Any) -> Iterator[Daemon]:
+    """A started daemon under a new ``/tmp/<prefix>*`` dir whose PATH finds our shim (this
+    interpreter's bin dir), containerd's shim and runc, with ``image`` (a
+    ``tests/support/images.Image``) imported; stopped and its dir removed at the end."""
+    import peers
+
+    for name in ("containerd-shim-runc-v2", "runc"):
+        peers.require_binary(name)
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    path = [os.path.dirname(sys.executable), os.environ.get("PATH"), *peers.SBIN_DIRS]
+    daemon = Daemon(base / "d", config=config, env={"PATH": ":".join(filter(None, path))})
+    daemon.start()
+    try:
+        archive = image.oci_archive(base / "image.tar")
+        daemon.pyctr("images", "import", "--no-progress", str(archive))
+        yield daemon
+    finally:
+        daemon.stop()
+        shutil.rmtree(base, ignore_errors=True)
