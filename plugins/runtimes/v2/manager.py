@@ -482,6 +482,8 @@ class TaskManager:
     async def delete(self, task_id: str, *, sandboxed: bool = False) -> Exit:
         ns = namespaces.required()
         shim = self.shims.get(ns, task_id)
+        if shim.client.closed and shim.closing:
+            raise errdefs.NotFound(f"task {task_id!r}: not found")
         if shim.client.closed:
             # the shim died; its cleanup is under way or done
             try:

@@ -429,6 +429,10 @@ class ShimTask:
                 "Delete", shim_pb2.DeleteRequest(id=self.id), shim_pb2.DeleteResponse
             )
         except errdefs.Unavailable:
+            if self.shim.closing:
+                # another delete got there first and shut the shim down on purpose: no
+                # dead-shim cleanup will come, the task is simply gone
+                raise errdefs.NotFound(f"task {self.id!r}: not found") from None
             # the shim died under us: the dead-shim cleanup deletes and reports the exit
             try:
                 async with asyncio.timeout(CLEANUP_WAIT):

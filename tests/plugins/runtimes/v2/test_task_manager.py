@@ -89,6 +89,22 @@ async def test_exit_code_propagates(runtime_env) -> None:
     assert (await tm.delete("exit3")).status == 3
 
 
+async def test_a_delete_that_lost_the_race_is_not_found_at_once(runtime_env) -> None:
+    """Two deletes of one task (ctr's and the restart monitor's): the one whose shim was shut
+    down by the other gets NotFound, not a wait for a dead-shim cleanup that never comes."""
+    env = runtime_env
+    tm = env.new_manager()
+    task = await tm.create("twice", env.opts("twice", ["true"]))
+    await task.start()
+    await task.wait()
+    stale = await tm.get("twice")  # what the losing delete looked up before the winner ran
+    assert (await tm.delete("twice")).status == 0
+    with pytest.raises(errdefs.NotFound):
+        await asyncio.wait_for(stale.delete(sandboxed=False, remove_task=lambda: None), 10)
+    with pytest.raises(errdefs.NotFound):
+        await asyncio.wait_for(tm.delete("twice"), 10)
+
+
 async def test_kill_exec_pause_resume_pids_metrics_of_a_running_task(runtime_env) -> None:
     env = runtime_env
     tm = env.new_manager()
