@@ -449,9 +449,9 @@ class Server:
             if task is not None:
                 self._conn_tasks.discard(task)
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Stop accepting; let active streams finish for up to ``grace`` seconds; then close
-        every connection (cancelling the handlers still running)."""
+    def stop_listening(self) -> None:
+        """Accept no more connections (the ones made go on); remove the sockets this server
+        created."""
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
@@ -459,6 +459,11 @@ class Server:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         self._paths.clear()
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting; let active streams finish for up to ``grace`` seconds; then close
+        every connection (cancelling the handlers still running)."""
+        self.stop_listening()
         busy = [c for c in self._connections if not c.idle.is_set()]
         if busy and grace > 0:
             with contextlib.suppress(TimeoutError):

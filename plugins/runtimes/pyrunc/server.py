@@ -81,20 +81,37 @@ async def _serve(opts: dict[str, Any]) -> int:
     register(server, service)
     listener = socket.socket(fileno=LISTENER_FD)
     await server.serve_socket(listener)
+    path = opts["socket"].removeprefix("unix://")
+    ours = _file_id(path)
+
+    def stop_accepting() -> None:
+        server.stop_listening()
+        # once this shim stops listening, a `start` for its group binds the path anew for a
+        # new shim: remove the socket only while it is still this shim's
+        if path and ours is not None and _file_id(path) == ours:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    service.on_stopping = stop_accepting
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.shutdown_requested.set)
     log.info("serving pid=%d socket=%s", os.getpid(), opts["socket"])
     await service.shutdown_requested.wait()
     log.info("shutting down")
+    stop_accepting()
     await server.stop(grace=2.0)
     listener.close()
-    path = opts["socket"].removeprefix("unix://")
-    if path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
     await service.close()
     await publisher.close()
     return 0
+
+
+def _file_id(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def serve(opts: dict[str, Any]) -> int:

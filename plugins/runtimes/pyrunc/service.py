@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -123,6 +124,10 @@ class TaskService:
     publisher: Publisher
     #: set when the shim should exit (Shutdown)
     shutdown_requested: asyncio.Event = attrs.field(factory=asyncio.Event)
+    #: called once when the shim decides to go: stop accepting connections at once, so that
+    #: a ``start`` for the same group forks a new shim instead of joining this one
+    on_stopping: Callable[[], None] | None = None
+    _stopping: bool = attrs.field(default=False, init=False)
     containers: dict[str, Container] = attrs.field(factory=dict, init=False)
     _by_pid: dict[int, Process] = attrs.field(factory=dict, init=False)
     _early_exits: dict[int, tuple[int, float]] = attrs.field(factory=dict, init=False)
@@ -242,6 +247,8 @@ class TaskService:
             raise errdefs.InvalidArgument("task id must not be empty")
         if req.id in self.containers:
             raise errdefs.AlreadyExists(f"task {req.id} already exists")
+        if self._stopping:
+            raise errdefs.Unavailable("shim is shutting down")
         if req.checkpoint:
             raise errdefs.NotImplemented_("pyrunc shim: restore from checkpoint is not supported")
         bundle = req.bundle or os.getcwd()
@@ -568,6 +575,10 @@ class TaskService:
         if req.now or not self.containers:
             log.info("shutdown requested now=%s", req.now)
             # answer first, then stop (the reply goes out before the server closes)
+            if not self._stopping:
+                self._stopping = True
+                if self.on_stopping is not None:
+                    self.on_stopping()
             asyncio.get_running_loop().call_later(0.05, self.shutdown_requested.set)
         return empty_pb2.Empty()
 

@@ -373,6 +373,38 @@ async def test_echo_hello_events_in_order_and_shutdown(h: Harness, exchange: Exc
         await client.wait_closed()
 
 
+async def test_a_shim_told_to_shut_down_stops_taking_work_at_once(h: Harness) -> None:
+    """After Shutdown the socket is gone and a Create over a connection made before is
+    refused, so a `start` for the same id right then forks a new shim (the restart monitor
+    recreates a task the moment it was deleted) instead of joining the one on its way out;
+    and the old shim's exit leaves the new shim's socket alone."""
+    b = h.bundle("again", ["true"])
+    address = await h.start("again", b)
+    path = address.removeprefix("unix://")
+    client = await h.connect(address)
+    late = await h.connect(address)  # a peer that connected just before the shutdown
+    conn = await call(
+        client, "Connect", shim_pb2.ConnectRequest(id="again"), shim_pb2.ConnectResponse
+    )
+    h.shim_pids.add(conn.shim_pid)
+    await call(client, "Shutdown", shim_pb2.ShutdownRequest(id="again"), empty_pb2.Empty)
+    assert not os.path.exists(path)
+    with pytest.raises(errdefs.Unavailable, match="shutting down"):
+        await call(late, "Create", h.create_request("again", b), shim_pb2.CreateTaskResponse)
+    # the same group started again at once: a new shim on the same path, which stays
+    assert await h.start("again", b) == address
+    fresh = await h.connect(address)
+    conn2 = await call(
+        fresh, "Connect", shim_pb2.ConnectRequest(id="again"), shim_pb2.ConnectResponse
+    )
+    h.shim_pids.add(conn2.shim_pid)
+    assert conn2.shim_pid != conn.shim_pid
+    await wait_gone(conn.shim_pid)
+    assert os.path.exists(path)
+    await call(fresh, "Shutdown", shim_pb2.ShutdownRequest(id="again"), empty_pb2.Empty)
+    await wait_gone(conn2.shim_pid)
+
+
 async def test_exec_kill_pause_resume_pids_stats_over_v2(h: Harness, exchange: Exchange) -> None:
     b = h.bundle("long", ["sleep", "300"])
     sub = exchange.subscribe(f'namespace=="{NS}"')

@@ -105,6 +105,31 @@ async def test_a_delete_that_lost_the_race_is_not_found_at_once(runtime_env) -> 
         await asyncio.wait_for(tm.delete("twice"), 10)
 
 
+async def test_a_task_recreated_right_after_delete_gets_a_live_shim(runtime_env) -> None:
+    """Delete shuts the task's shim down; a task of the same id created right away must get
+    a shim that stays (not join the one on its way out, nor lose its socket to it)."""
+    env = runtime_env
+    tm = env.new_manager()
+    for _ in range(3):
+        task = await tm.create("again", env.opts("again", ["true"]))
+        await task.start()
+        await task.wait()
+        await tm.delete("again")
+    task = await tm.create("again", env.opts("again", ["sleep", "60"]))
+    await task.start()
+    address = (env.bundle("again") / "address").read_text().removeprefix("unix://")
+    await asyncio.sleep(4)  # the shims deleted above have gone by now
+    assert (await task.state()).status is Status.RUNNING
+    # the socket is still there: a restarted daemon can reconnect to the shim
+    assert os.path.exists(address)
+    other = env.new_manager()
+    await other.load()
+    assert (await (await other.get("again")).state()).status is Status.RUNNING
+    await task.kill(signal.SIGKILL)
+    await task.wait()
+    await tm.delete("again")
+
+
 async def test_kill_exec_pause_resume_pids_metrics_of_a_running_task(runtime_env) -> None:
     env = runtime_env
     tm = env.new_manager()
