@@ -3,7 +3,11 @@ exposition format, for subsystems that expose metrics the way containerd's do (d
 names: ``<namespace>_<subsystem>_<name>_<unit>``).
 
 A plugin instance with a ``prometheus_metrics()`` method returning these objects has them on
-the metrics server's ``/v1/metrics`` (``io.containerd.server.v1.metrics``).
+the metrics server's ``/v1/metrics`` (``io.containerd.server.v1.metrics``). An instance whose
+metrics must be gathered at scrape time by awaiting something (shims, other processes) offers
+``async def collect_prometheus_metrics() -> list`` instead: the server awaits it on every
+scrape and renders what it returns (objects with a ``render() -> list[str]`` method, as these
+classes have) after the others; a collection that raises is logged and left out.
 """
 
 from __future__ import annotations

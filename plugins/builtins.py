@@ -32,6 +32,7 @@ MODULES = [
     "pycontainerd.plugins.services.transfer.plugin",
     "pycontainerd.plugins.services.streaming.plugin",
     "pycontainerd.plugins.runtimes.v2.plugin",
+    "pycontainerd.plugins.monitor.cgroups.plugin",
     "pycontainerd.plugins.services.tasks.plugin",
     "pycontainerd.plugins.restart.plugin",
     "pycontainerd.plugins.services.version.plugin",

@@ -1,9 +1,11 @@
 """Prometheus text exposition at ``/v1/metrics``: gRPC calls, plugin states, process, and
-the metrics of every initialised plugin instance that has ``prometheus_metrics()`` (see
-:mod:`pycontainerd.core.metrics`), e.g. NRI's."""
+the metrics of every initialised plugin instance that has ``prometheus_metrics()`` or
+``async collect_prometheus_metrics()`` (see :mod:`pycontainerd.core.metrics`), e.g. NRI's
+and the cgroups task monitor's."""
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import time
@@ -14,10 +16,34 @@ from pycontainerd.core.metrics import render as render_metrics
 from pycontainerd.core.plugin.context import PluginSet, Status
 from pycontainerd.core.server.http import HTTPServer
 
+log = logging.getLogger(__name__)
+
 _START = time.time()
 
 
-def render(plugins: PluginSet) -> str:
+async def collect(plugins: PluginSet) -> list[Any]:
+    """What the instances with ``collect_prometheus_metrics()`` collect now, in init order; a
+    collection that fails is logged and left out."""
+    out: list[Any] = []
+    for p in plugins:
+        if p.status is not Status.OK:
+            continue
+        collect_async = getattr(p.instance, "collect_prometheus_metrics", None)
+        if not callable(collect_async):
+            continue
+        try:
+            out += await collect_async()
+        except Exception as e:
+            log.warning(
+                "metrics: collection failed type=%s id=%s error=%s",
+                p.registration.type,
+                p.registration.id,
+                e,
+            )
+    return out
+
+
+def render(plugins: PluginSet, collected: list[Any] | None = None) -> str:
     lines: list[str] = []
     lines += [
         "# HELP process_resident_memory_bytes Resident memory size in bytes.",
@@ -64,11 +90,13 @@ def render(plugins: PluginSet) -> str:
         collect = getattr(p.instance, "prometheus_metrics", None) if p.status is Status.OK else None
         if callable(collect):
             lines += render_metrics(collect())
+    lines += render_metrics(collected or [])
     return "\n".join(lines) + "\n"
 
 
 def metrics_server(address: str, plugins: PluginSet) -> Any:
     async def handler(query: str) -> tuple[int, str, bytes]:
-        return 200, "text/plain; version=0.0.4", render(plugins).encode()
+        collected = await collect(plugins)
+        return 200, "text/plain; version=0.0.4", render(plugins, collected).encode()
 
     return HTTPServer(address=address, routes={"/v1/metrics": handler}, name="metrics")
