@@ -14,7 +14,10 @@ and ``namespace`` and, where a stat has several values, ``cpu``, ``op``/``device
 ``minor`` or ``page``. Families without a sample are left out, as client_golang does.
 
 Not done: the cgroup v2 families (``io.containerd.cgroups.v2.Metrics``; such tasks are
-skipped) and ``container_memory_oom_total`` (it needs the cgroup's OOM event fd).
+skipped), and the ``runtime`` label containerd adds to the series of tasks created through its
+tasks service since the daemon started (the shim manager does not record a task's runtime
+name). ``container_memory_oom_total`` is left out: containerd fills it only for tasks that hand
+it their cgroup, which runtime v2 shim tasks do not.
 """
 
 from __future__ import annotations
