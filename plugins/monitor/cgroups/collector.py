@@ -13,11 +13,13 @@ does (``container_<name>_<unit>``), every one a gauge as upstream, labelled ``co
 and ``namespace`` and, where a stat has several values, ``cpu``, ``op``/``device``/``major``/
 ``minor`` or ``page``. Families without a sample are left out, as client_golang does.
 
-Not done: the cgroup v2 families (``io.containerd.cgroups.v2.Metrics``; such tasks are
-skipped), and the ``runtime`` label containerd adds to the series of tasks created through its
+The stats of a cgroup v2 host (``io.containerd.cgroups.v2.Metrics``) become containerd's v2
+families (:mod:`pycontainerd.plugins.monitor.cgroups.v2`). Stats of another type are skipped.
+
+Not done: the ``runtime`` label containerd adds to the series of tasks created through its
 tasks service since the daemon started (the shim manager does not record a task's runtime
-name). ``container_memory_oom_total`` is left out: containerd fills it only for tasks that hand
-it their cgroup, which runtime v2 shim tasks do not.
+name). The v1 ``container_memory_oom_total`` is left out: containerd fills it only for tasks
+that hand it their cgroup, which runtime v2 shim tasks do not (v2 reads it from the stats).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def _value(m: Any, path: str) -> int:
     return int(m)
 
 
-def _one(present: str, path: str) -> Callable[[Any], list[Sample]]:
+def one(present: str, path: str) -> Callable[[Any], list[Sample]]:
     """A single series: the value at ``path`` when ``present`` is set."""
 
     def samples(m: Any) -> list[Sample]:
@@ -135,12 +137,12 @@ def _v1_definitions() -> list[Definition]:
         Definition(
             name="container_pids_limit",
             help="Most processes the task's cgroup may hold (0: no limit).",
-            samples=_one("pids", "pids.limit"),
+            samples=one("pids", "pids.limit"),
         ),
         Definition(
             name="container_pids_current",
             help="Processes in the task's cgroup now.",
-            samples=_one("pids", "pids.current"),
+            samples=one("pids", "pids.current"),
         ),
     ]
     for name, path, what in [
@@ -160,9 +162,7 @@ def _v1_definitions() -> list[Definition]:
         ),
     ]:
         defs.append(
-            Definition(
-                name=f"container_{name}", help=f"{what}.", samples=_one("cpu", f"cpu.{path}")
-            )
+            Definition(name=f"container_{name}", help=f"{what}.", samples=one("cpu", f"cpu.{path}"))
         )
     defs.append(
         Definition(
@@ -202,7 +202,7 @@ def _v1_definitions() -> list[Definition]:
             Definition(
                 name=f"container_memory_{name}_bytes",
                 help=f"The {name.removeprefix('total_')} figure of memory.stat for {scope}.",
-                samples=_one("memory", f"memory.{field}"),
+                samples=one("memory", f"memory.{field}"),
             )
         )
     for entry, field, what in [
@@ -216,22 +216,22 @@ def _v1_definitions() -> list[Definition]:
             Definition(
                 name=f"container_memory_{entry}_failcnt_total",
                 help=f"Times the cgroup's {what} usage hit its limit.",
-                samples=_one(present, f"{present}.failcnt"),
+                samples=one(present, f"{present}.failcnt"),
             ),
             Definition(
                 name=f"container_memory_{entry}_limit_bytes",
                 help=f"The cgroup's {what} limit.",
-                samples=_one(present, f"{present}.limit"),
+                samples=one(present, f"{present}.limit"),
             ),
             Definition(
                 name=f"container_memory_{entry}_max_bytes",
                 help=f"The highest {what} usage of the cgroup seen.",
-                samples=_one(present, f"{present}.max"),
+                samples=one(present, f"{present}.max"),
             ),
             Definition(
                 name=f"container_memory_{entry}_usage_bytes",
                 help=f"The cgroup's {what} usage now.",
-                samples=_one(present, f"{present}.usage"),
+                samples=one(present, f"{present}.usage"),
             ),
         ]
     blkio_labels = ("op", "device", "major", "minor")
@@ -297,6 +297,26 @@ def decode_v1(data: bytes) -> Any:
     return m
 
 
+def kinds() -> dict[str, tuple[Callable[[bytes], Any], tuple[Definition, ...]]]:
+    """Per stats message type: its decoder and its families."""
+    from pycontainerd.plugins.monitor.cgroups import v2
+
+    return {V1_METRICS: (decode_v1, V1_DEFINITIONS), v2.TYPE_URL: (v2.decode, v2.DEFINITIONS)}
+
+
+def merge(*lists: list[Family]) -> list[Family]:
+    """Families of several kinds as one list by name; a name two kinds share (cgroup v1 and v2
+    tasks in one scrape) keeps one header and the series of both."""
+    by_name: dict[str, Family] = {}
+    for fams in lists:
+        for f in fams:
+            if f.name in by_name:
+                by_name[f.name].series.extend(f.series)
+            else:
+                by_name[f.name] = attrs.evolve(f, series=list(f.series))
+    return sorted(by_name.values(), key=lambda f: f.name)
+
+
 @attrs.define(eq=False, kw_only=True)
 class TaskMonitor:
     """The ``io.containerd.monitor.task.v1.cgroups`` instance."""
@@ -311,9 +331,15 @@ class TaskMonitor:
             return []
         tasks = await self.runtime.tasks(True)
         stats = await asyncio.gather(*(self._stats(t) for t in tasks))
-        return families(s for s in stats if s is not None)
+        return merge(
+            *(
+                families((s[1:] for s in stats if s is not None and s[0] == kind), definitions)
+                for kind, (_, definitions) in kinds().items()
+            )
+        )
 
-    async def _stats(self, task: Task) -> tuple[str, str, Any] | None:
+    async def _stats(self, task: Task) -> tuple[str, str, str, Any] | None:
+        """(stats type, task id, namespace, decoded stats), or None when there are none."""
         task_id, namespace = task.id, task.namespace
         try:
             async with asyncio.timeout(self.stats_timeout):
@@ -329,7 +355,9 @@ class TaskMonitor:
         if typed is None:
             return None
         type_url, data = typed
-        if type_url.rpartition("/")[2] != V1_METRICS:
+        kind = type_url.rpartition("/")[2]
+        known = kinds().get(kind)
+        if known is None:
             log.debug(
                 "cgroups monitor: stats of type %s not decoded id=%s namespace=%s",
                 type_url,
@@ -338,7 +366,7 @@ class TaskMonitor:
             )
             return None
         try:
-            return task_id, namespace, decode_v1(data)
+            return kind, task_id, namespace, known[0](data)
         except DecodeError as e:
             log.warning(
                 "cgroups monitor: undecodable stats id=%s namespace=%s error=%s",

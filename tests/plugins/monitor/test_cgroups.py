@@ -1,6 +1,7 @@
 """``io.containerd.monitor.task.v1.cgroups``: the registration as containerd's, the rendering
-of a task's ``io.containerd.cgroups.v1.Metrics`` as containerd's ``container_*`` families, a
-collection that leaves out tasks that do not answer, and the metrics server awaiting it."""
+of a task's ``io.containerd.cgroups.v1.Metrics`` and ``.v2.Metrics`` as containerd's
+``container_*`` families, a collection that leaves out tasks that do not answer, and the
+metrics server awaiting it."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pycontainerd.core.metrics import render
 from pycontainerd.core.plugin import InitContext, Meta, Plugin, Registration, types
 from pycontainerd.core.plugin.context import PluginSet
 from pycontainerd.plugins import builtins
-from pycontainerd.plugins.monitor.cgroups import plugin
+from pycontainerd.plugins.monitor.cgroups import plugin, v2
 from pycontainerd.plugins.monitor.cgroups.collector import TaskMonitor, families
 from pycontainerd.plugins.runtimes.pyrunc.metrics import TYPE_URL, message_class
 from pycontainerd.plugins.server.metrics import metrics_server
@@ -165,8 +166,12 @@ def _v1(m) -> tuple[str, bytes]:
     return (TYPE_URL, m.SerializeToString())
 
 
+def _pids_lines_of(lines: list[str]) -> list[str]:
+    return [line for line in lines if line.startswith("container_pids_current{")]
+
+
 def _pids_lines(fams) -> list[str]:
-    return [line for line in render(fams) if line.startswith("container_pids_current{")]
+    return _pids_lines_of(render(fams))
 
 
 async def test_collection_asks_every_namespace_and_skips_tasks_that_do_not_answer():
@@ -178,7 +183,7 @@ async def test_collection_asks_every_namespace_and_skips_tasks_that_do_not_answe
             _Task("down", "default", errdefs.Unavailable("shim closed")),
             _Task("slow", "default", "hang"),
             _Task("nostats", "default", None),
-            _Task("v2", "default", ("io.containerd.cgroups.v2.Metrics", b"\x0a\x02\x08\x01")),
+            _Task("other", "default", ("io.containerd.cgroups.v9.Metrics", b"\x0a\x02\x08\x01")),
             _Task("garbage", "default", (TYPE_URL, b"\xff\xff\xff")),
         ]
     )
@@ -189,6 +194,79 @@ async def test_collection_asks_every_namespace_and_skips_tasks_that_do_not_answe
         'container_pids_current{container_id="good",namespace="default"} 4',
         'container_pids_current{container_id="typeurl",namespace="k8s.io"} 3',
     ]
+
+
+def _metrics_v2():
+    m = v2.message_class()()
+    m.pids.current = 2
+    m.cpu.usage_usec = 1500
+    m.cpu.nr_throttled = 1
+    m.memory.usage = 123456
+    m.memory.usage_limit = 1 << 62
+    m.memory.pgfault = 17
+    m.memory_events.oom = 1
+    m.io.usage.add(major=8, minor=0, rbytes=4096, wios=3)
+    return m
+
+
+def test_a_cgroup_v2_tasks_metrics_render_as_containerds_v2_families():
+    lines = render(families([("c2", "default", _metrics_v2())], v2.DEFINITIONS))
+    task = 'container_id="c2",namespace="default"'
+    for line in [
+        f"container_pids_current{{{task}}} 2",
+        "# TYPE container_cpu_usage_usec_microseconds gauge",
+        f"container_cpu_usage_usec_microseconds{{{task}}} 1500",
+        f"container_cpu_nr_throttled_total{{{task}}} 1",
+        f"container_memory_usage_bytes{{{task}}} 123456",
+        f"container_memory_usage_limit_bytes{{{task}}} {1 << 62}",
+        f"container_memory_pgfault_bytes{{{task}}} 17",
+        f"container_memory_oom_total{{{task}}} 1",
+        f'container_io_rbytes_bytes{{{task},major="8",minor="0"}} 4096',
+        f'container_io_wios_total{{{task},major="8",minor="0"}} 3',
+    ]:
+        assert line in lines
+    # no io in the message: no io families
+    m = _metrics_v2()
+    m.ClearField("io")
+    names = {ln.split("{")[0] for ln in render(families([("c2", "ns", m)], v2.DEFINITIONS))}
+    assert not any(n.startswith("container_io_") for n in names)
+
+
+def test_the_v2_description_reads_containerd_cgroups_field_numbers():
+    # hand-encoded per containerd/cgroups' cgroup2 stats proto: pids(1).current(1)=3,
+    # cpu(2).throttled_usec(6)=9, memory(4).usage(32)=5, io(6).usage(1){major(1)=8,
+    # rbytes(3)=7}, memory_events(8).oom(4)=1
+    data = (
+        b"\x0a\x02\x08\x03"
+        b"\x12\x02\x30\x09"
+        b"\x22\x03\x80\x02\x05"
+        b"\x32\x06\x0a\x04\x08\x08\x18\x07"
+        b"\x42\x02\x20\x01"
+    )
+    m = v2.decode(data)
+    assert (m.pids.current, m.cpu.throttled_usec, m.memory.usage) == (3, 9, 5)
+    assert [(e.major, e.rbytes) for e in m.io.usage] == [(8, 7)]
+    assert m.memory_events.oom == 1
+
+
+async def test_cgroup_v1_and_v2_tasks_in_one_scrape_share_a_family_header():
+    runtime = _Runtime(
+        [
+            _Task("one", "default", _v1(_metrics(current=4))),
+            _Task("two", "default", (v2.TYPE_URL, _metrics_v2().SerializeToString())),
+        ]
+    )
+    lines = render(await TaskMonitor(runtime=runtime).collect_prometheus_metrics())
+    assert lines.count("# TYPE container_pids_current gauge") == 1
+    assert _pids_lines_of(lines) == [
+        'container_pids_current{container_id="one",namespace="default"} 4',
+        'container_pids_current{container_id="two",namespace="default"} 2',
+    ]
+    assert 'container_cpu_total_nanoseconds{container_id="one",namespace="default"} 1500' in lines
+    assert (
+        'container_cpu_usage_usec_microseconds{container_id="two",namespace="default"} 1500'
+        in lines
+    )
 
 
 async def test_no_prometheus_collects_nothing():
