@@ -132,8 +132,9 @@ def _hugetlb(field: str) -> Callable[[Any], list[Sample]]:
     return samples
 
 
-def _v1_definitions() -> list[Definition]:
-    defs = [
+def pids_definitions() -> list[Definition]:
+    """The pids families, the same in cgroup v1 and v2 stats."""
+    return [
         Definition(
             name="container_pids_limit",
             help="Most processes the task's cgroup may hold (0: no limit).",
@@ -145,6 +146,10 @@ def _v1_definitions() -> list[Definition]:
             samples=one("pids", "pids.current"),
         ),
     ]
+
+
+def _v1_definitions() -> list[Definition]:
+    defs = pids_definitions()
     for name, path, what in [
         ("cpu_total_nanoseconds", "usage.total", "CPU time used by the task's cgroup"),
         ("cpu_kernel_nanoseconds", "usage.kernel", "CPU time spent in the kernel"),

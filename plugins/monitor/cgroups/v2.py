@@ -15,7 +15,12 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
-from pycontainerd.plugins.monitor.cgroups.collector import Definition, Sample, one
+from pycontainerd.plugins.monitor.cgroups.collector import (
+    Definition,
+    Sample,
+    one,
+    pids_definitions,
+)
 
 PACKAGE = "io.containerd.cgroups.v2"
 TYPE_URL = f"{PACKAGE}.Metrics"
@@ -112,18 +117,7 @@ def _io(field: str) -> Callable[[Any], list[Sample]]:
 
 
 def _definitions() -> list[Definition]:
-    defs = [
-        Definition(
-            name="container_pids_limit",
-            help="Most processes the task's cgroup may hold (0: no limit).",
-            samples=one("pids", "pids.limit"),
-        ),
-        Definition(
-            name="container_pids_current",
-            help="Processes in the task's cgroup now.",
-            samples=one("pids", "pids.current"),
-        ),
-    ]
+    defs = pids_definitions()
     for name, unit, what in [
         ("usage_usec", "microseconds", "CPU time used by the task's cgroup"),
         ("user_usec", "microseconds", "CPU time spent in user space"),
