@@ -11,9 +11,8 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import images
 import pytest
@@ -55,16 +54,6 @@ def _labels(d: Daemon, cid: str) -> dict[str, str]:
     return json.loads(d.ctr("containers", "info", cid).stdout).get("Labels") or {}
 
 
-def _wait(cond: Callable[[], Any], what: str, d: Daemon, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; daemon log:\n{d.log()[-4000:]}")
-
-
 def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
@@ -79,7 +68,7 @@ def _settle(d: Daemon) -> None:
     """Wait until the monitor completed a whole round that began after this call (the
     round under way now may still act on what it read before)."""
     seen = _rounds(d)
-    _wait(lambda: _rounds(d) >= seen + 2, "two more rounds of the monitor", d)
+    d.wait(lambda: _rounds(d) >= seen + 2, "two more rounds of the monitor")
 
 
 def _remove(d: Daemon, cid: str) -> None:
@@ -113,29 +102,27 @@ def test_keeps_a_container_running_and_stops_it_on_request(
     _create(d, busybox, runtime, cid, labels, "sh", "-c", "echo started; exec sleep 1000")
     try:
         # nobody started it: the monitor does
-        pid1 = _wait(
+        pid1 = d.wait(
             lambda: _tasks(d).get(cid, (0, ""))[1] == "RUNNING" and _tasks(d)[cid][0],
             f"the monitor to start {cid}",
-            d,
         )
-        _wait(lambda: _lines(log) == ["started"], "the first run's output in the log", d)
+        d.wait(lambda: _lines(log) == ["started"], "the first run's output in the log")
         assert _labels(d, cid)[COUNT] == "1"
 
         d.ctr("tasks", "kill", "-s", "SIGKILL", cid)
-        pid2 = _wait(
+        pid2 = d.wait(
             lambda: (
                 (t := _tasks(d).get(cid, (0, ""))) and t[1] == "RUNNING" and t[0] != pid1 and t[0]
             ),
             f"the monitor to start {cid} again",
-            d,
         )
         assert pid2 != pid1 and os.path.exists(f"/proc/{pid2}")
-        _wait(lambda: _lines(log) == ["started", "started"], "the second run's output", d)
+        d.wait(lambda: _lines(log) == ["started", "started"], "the second run's output")
         assert _labels(d, cid)[COUNT] == "2"
 
         d.ctr("containers", "label", cid, f"{STATUS}=stopped")
-        _wait(lambda: cid not in _tasks(d), f"the monitor to kill and delete {cid}'s task", d)
-        _wait(lambda: not os.path.exists(f"/proc/{pid2}"), f"pid {pid2} to be gone", d)
+        d.wait(lambda: cid not in _tasks(d), f"the monitor to kill and delete {cid}'s task")
+        d.wait(lambda: not os.path.exists(f"/proc/{pid2}"), f"pid {pid2} to be gone")
         assert _labels(d, cid)[COUNT] == "2"
     finally:
         _remove(d, cid)
@@ -154,9 +141,9 @@ def test_on_failure_restarts_a_failing_container_once(
         # no task yet, so no failure: on-failure does not start it
         assert cid not in _tasks(d)
         d.ctr("tasks", "start", "-d", "--log-uri", f"file://{log}", cid)
-        _wait(lambda: _labels(d, cid).get(COUNT) == "1", "the monitor to restart it", d)
-        _wait(lambda: _lines(log) == ["failing", "failing"], "both runs' output", d)
-        _wait(lambda: _tasks(d).get(cid, (0, ""))[1] == "STOPPED", "the restart to fail", d)
+        d.wait(lambda: _labels(d, cid).get(COUNT) == "1", "the monitor to restart it")
+        d.wait(lambda: _lines(log) == ["failing", "failing"], "both runs' output")
+        d.wait(lambda: _tasks(d).get(cid, (0, ""))[1] == "STOPPED", "the restart to fail")
         _settle(d)
         assert _tasks(d)[cid][1] == "STOPPED"
         assert _labels(d, cid)[COUNT] == "1"

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import images
 import pytest
@@ -66,16 +64,6 @@ def _series(port: int, name: str, cid: str) -> list[tuple[dict[str, str], float]
     return [(lb, v) for lb, v in _scrape(port).get(name, []) if lb.get("container_id") == cid]
 
 
-def _wait(cond: Callable[[], Any], what: str, d: Daemon, timeout: float = 30) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; daemon log:\n{d.log()[-4000:]}")
-
-
 def _status(d: Daemon, cid: str) -> str:
     rows = [line.split() for line in d.pyctr("tasks", "ls").stdout.splitlines()[1:]]
     return next((r[2] for r in rows if r and r[0] == cid), "")
@@ -95,10 +83,9 @@ def test_a_running_tasks_cgroup_metrics_are_served_until_it_is_deleted(
     try:
         d.pyctr("run", "-d", "--runtime", runtime, busybox.name, cid, "sleep", "1000")
 
-        pids = _wait(
+        pids = d.wait(
             lambda: _series(port, "container_pids_current", cid),
             f"{cid}'s container_pids_current",
-            d,
         )
         assert [lb for lb, _ in pids] == [{"container_id": cid, "namespace": "default"}]
         assert pids[0][1] >= 1
@@ -113,9 +100,9 @@ def test_a_running_tasks_cgroup_metrics_are_served_until_it_is_deleted(
         assert per_cpu and all(lb["cpu"].isdigit() for lb, _ in per_cpu)
 
         d.pyctr("tasks", "kill", "-s", "SIGKILL", cid)
-        _wait(lambda: _status(d, cid) == "STOPPED", f"{cid} to stop", d)
+        d.wait(lambda: _status(d, cid) == "STOPPED", f"{cid} to stop")
         d.pyctr("tasks", "delete", cid)
-        _wait(
+        d.wait(
             lambda: (
                 not any(
                     lb.get("container_id") == cid
@@ -124,7 +111,6 @@ def test_a_running_tasks_cgroup_metrics_are_served_until_it_is_deleted(
                 )
             ),
             f"{cid}'s series to be gone",
-            d,
         )
     finally:
         _remove(d, cid)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,6 +144,17 @@ class Daemon:
                 f"ctr {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}"
             )
         return res
+
+    def wait(self, cond: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+        """``cond()``'s first truthy value, polled until ``timeout``; AssertionError naming
+        ``what`` with the end of the daemon log when it never comes."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = cond()
+            if value:
+                return value
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}; daemon log:\n{self.log()[-4000:]}")
 
     def pyctr(
         self,
