@@ -403,19 +403,24 @@ class LocalTransferService:
 
 
 class _Announcing:
-    """The registry source, telling the flight's listeners when it resolved."""
+    """The registry source, telling the flight's listeners when the pull goes ahead: once
+    resolved and judged by the image verifiers (the pull asks for the fetcher then), as
+    containerd announces it."""
 
     def __init__(self, source: OCIRegistry, flight: _Flight) -> None:
         self._source = source
         self._flight = flight
+        self._resolved: Any = None
 
     async def resolve(self) -> Any:
-        name, desc = await self._source.resolve()
-        self._flight.emit(Progress(event=f"Pulling from {self._source}"))
-        self._flight.emit(Progress(event="fetching image content", name=name, desc=desc))
-        return name, desc
+        self._resolved = await self._source.resolve()
+        return self._resolved
 
     async def fetcher(self, ref: str) -> Any:
+        self._flight.emit(Progress(event=f"Pulling from {self._source}"))
+        if self._resolved is not None:
+            name, desc = self._resolved
+            self._flight.emit(Progress(event="fetching image content", name=name, desc=desc))
         return await self._source.fetcher(ref)
 
 

@@ -118,6 +118,8 @@ def test_accepting_verifier_allows_the_pull_and_sees_name_digest_and_descriptor(
     d = start(bins)
     out = d.pyctr("images", "pull", "--plain-http", ref).stdout
     assert "Completed pull" in out
+    # announced once the verifiers allowed it, as containerd does
+    assert "Pulling from" in out
     assert ref in d.pyctr("images", "ls", "-q").stdout.split()
     assert args_file.read_text().split() == [
         "-name",
@@ -146,6 +148,7 @@ def test_rejecting_verifier_refuses_the_pyctr_pull_and_nothing_is_left(
     d = start(bins)
     res = d.pyctr("images", "pull", "--plain-http", ref, check=False)
     assert res.returncode != 0
+    assert "Pulling from" not in res.stdout + res.stderr
     assert (
         f"image verifier bindir blocked pull of {ref} with digest {busybox.digest} for reason: "
         "verifier 20-deny rejected image (exit code 7): image is not signed by ACME"
