@@ -34,7 +34,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
+sys.path.insert(0, str(HERE))
 
+import commands  # noqa: E402
 import images  # noqa: E402
 import registry as registry_support  # noqa: E402
 
@@ -113,48 +115,17 @@ class Daemon:
 
 
 def ours(base: Path, snapshotter: str) -> Daemon:
-    sock = str(base / "pycontainerd.sock")
-    cfg = base / "config.toml"
-    cfg.write_text(
+    config = (
         'version = 4\n[plugins."io.containerd.transfer.v1.local"]\n'
         f'default_snapshotter = "{snapshotter}"\n'
     )
-    cmd = [
-        sys.executable,
-        "-P",
-        "-m",
-        "pycontainerd.cli.daemon",
-        "--config",
-        str(cfg),
-        "--root",
-        str(base / "root"),
-        "--state",
-        str(base / "state"),
-        "--address",
-        sock,
-        "--log-level",
-        "warn",
-    ]
+    cmd, sock = commands.pycontainerd(base, config)
     return Daemon(cmd, sock, base)
 
 
 def theirs(base: Path, snapshotter: str) -> Daemon:
-    sock = str(base / "containerd.sock")
-    cfg = base / "containerd.toml"
-    cfg.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
-    cmd = [
-        "containerd",
-        "--config",
-        str(cfg),
-        "--root",
-        str(base / "root"),
-        "--state",
-        str(base / "state"),
-        "--address",
-        sock,
-        "--log-level",
-        "warn",
-    ]
+    config = 'version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+    cmd, sock = commands.containerd(base, config)
     return Daemon(cmd, sock, base)
 
 

@@ -26,6 +26,10 @@ from google.protobuf import empty_pb2
 
 from pycontainerd.api.containerd.services.version.v1 import version_pb2_grpc
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import commands  # noqa: E402
+
 
 def _rss_kib(pid: int) -> int:
     try:
@@ -73,45 +77,12 @@ def run_once(cmd: list[str], sock: str) -> tuple[float, int]:
 
 
 def pycontainerd_cmd(base: Path) -> tuple[list[str], str]:
-    sock = str(base / "pycontainerd.sock")
-    cfg = base / "config.toml"
-    cfg.write_text("version = 4\n")
-    return [
-        sys.executable,
-        "-P",
-        "-m",
-        "pycontainerd.cli.daemon",
-        "--config",
-        str(cfg),
-        "--root",
-        str(base / "root"),
-        "--state",
-        str(base / "state"),
-        "--address",
-        sock,
-        "--log-level",
-        "warn",
-    ], sock
+    return commands.pycontainerd(base, "version = 4\n")
 
 
 def containerd_cmd(base: Path, with_cri: bool) -> tuple[list[str], str]:
-    sock = str(base / "containerd.sock")
-    cfg = base / "containerd.toml"
     disabled = "" if with_cri else 'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-    cfg.write_text(f"version = 2\n{disabled}")
-    return [
-        "containerd",
-        "--config",
-        str(cfg),
-        "--root",
-        str(base / "root"),
-        "--state",
-        str(base / "state"),
-        "--address",
-        sock,
-        "--log-level",
-        "warn",
-    ], sock
+    return commands.containerd(base, f"version = 2\n{disabled}")
 
 
 def measure(name: str, make, runs: int, fresh: bool) -> dict[str, float]:
