@@ -154,21 +154,15 @@ def test_pyctr_import_with_progress(d, busybox, tmp_path):
 
 def test_pyctr_import_docker_archive_from_stdin(d, busybox, tmp_path):
     arc = busybox.docker_archive(tmp_path / "bbd.tar")
-    import sys
 
     with open(arc, "rb") as f:
         res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pycontainerd.cli.pyctr",
-                "--address",
-                d.address,
+            d.pyctr_cmd(
                 "images",
                 "import",
                 "--no-progress",
                 "-",
-            ],
+            ),
             stdin=f,
             capture_output=True,
             text=True,

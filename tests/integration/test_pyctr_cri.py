@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -157,12 +156,7 @@ def test_pod_lifecycle_through_pyctr_cri(env: Env, network: cni_support.TestNetw
     assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
 
     # the streaming URL over a websocket: stdin in, stdout/stderr out, exit code back
-    cmd = [
-        sys.executable,
-        "-m",
-        "pycontainerd.cli.pyctr",
-        "--address",
-        env.daemon.address,
+    cmd = env.daemon.pyctr_cmd(
         "cri",
         "exec",
         "-i",
@@ -170,7 +164,7 @@ def test_pod_lifecycle_through_pyctr_cri(env: Env, network: cni_support.TestNetw
         "sh",
         "-c",
         "tr a-z A-Z; echo e >&2; exit 4",
-    ]
+    )
     res = subprocess.run(
         cmd, input="piped in\n", capture_output=True, text=True, timeout=60, env=env.daemon.env
     )

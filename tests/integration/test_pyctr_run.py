@@ -45,7 +45,7 @@ def pyctr(
     d: Daemon, *args: str, input: bytes | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[bytes]:
     """pyctr with stdin from ``input`` (else /dev/null), bytes out."""
-    cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", d.address, *args]
+    cmd = d.pyctr_cmd(*args)
     return subprocess.run(
         cmd,
         input=input,
@@ -333,12 +333,7 @@ def test_tasks_delete_force_and_containers_create_start_label(
 
 
 def test_run_interrupt_is_forwarded_to_the_task(d: Daemon, busybox: images.Image) -> None:
-    cmd = [
-        sys.executable,
-        "-m",
-        "pycontainerd.cli.pyctr",
-        "--address",
-        d.address,
+    cmd = d.pyctr_cmd(
         "run",
         "--rm",
         busybox.name,
@@ -346,7 +341,7 @@ def test_run_interrupt_is_forwarded_to_the_task(d: Daemon, busybox: images.Image
         "sh",
         "-c",
         "trap 'echo got; exit 9' TERM; echo ready; while true; do sleep 0.1; done",
-    ]
+    )
     p = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=d.env
     )
@@ -391,12 +386,7 @@ def test_run_tty_under_a_pseudo_terminal(d: Daemon, busybox: images.Image, runti
     """-t: the process gets a terminal of our size, our keystrokes (raw: pyctr does not
     echo or edit them) and our window size changes (SIGWINCH -> ResizePty)."""
     cid = "tty-" + runtime.split(".")[2]
-    cmd = [
-        sys.executable,
-        "-m",
-        "pycontainerd.cli.pyctr",
-        "--address",
-        d.address,
+    cmd = d.pyctr_cmd(
         "run",
         "--rm",
         "-t",
@@ -407,7 +397,7 @@ def test_run_tty_under_a_pseudo_terminal(d: Daemon, busybox: images.Image, runti
         "sh",
         "-c",
         "tty; stty size; echo ready; read line; echo got=$line; stty size; exit 2",
-    ]
+    )
     pid, fd = pty.fork()
     if pid == 0:  # child: pyctr on the pty
         try:
@@ -436,12 +426,7 @@ def test_run_tty_under_a_pseudo_terminal(d: Daemon, busybox: images.Image, runti
 def test_exec_tty(d: Daemon, busybox: images.Image) -> None:
     d.pyctr("run", "-d", busybox.name, "ttyexec", "sleep", "1000")
     try:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pycontainerd.cli.pyctr",
-            "--address",
-            d.address,
+        cmd = d.pyctr_cmd(
             "tasks",
             "exec",
             "-t",
@@ -451,7 +436,7 @@ def test_exec_tty(d: Daemon, busybox: images.Image) -> None:
             "sh",
             "-c",
             "tty",
-        ]
+        )
         pid, fd = pty.fork()
         if pid == 0:
             try:

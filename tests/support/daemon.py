@@ -156,6 +156,10 @@ class Daemon:
             time.sleep(0.1)
         raise AssertionError(f"timed out waiting for {what}; daemon log:\n{self.log()[-4000:]}")
 
+    def pyctr_cmd(self, *args: str) -> list[str]:
+        """The command line of ``pyctr`` (this interpreter's) against this daemon."""
+        return [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", self.address, *args]
+
     def pyctr(
         self,
         *args: str,
@@ -163,7 +167,7 @@ class Daemon:
         timeout: float = 60.0,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        cmd = [sys.executable, "-m", "pycontainerd.cli.pyctr", "--address", self.address, *args]
+        cmd = self.pyctr_cmd(*args)
         res = subprocess.run(
             cmd, capture_output=True, text=True, timeout=timeout, env={**self.env, **(env or {})}
         )
