@@ -347,6 +347,12 @@ def test_second_signal_forces_exit(tmp_path):
     assert d.proc.wait(15) in (0, 1)
 
 
+def _publish_cmd(daemon: Daemon) -> list[str]:
+    """The shims' legacy event path: ``pycontainerd --address SOCK publish`` for a TaskExit."""
+    cmd = [sys.executable, "-m", "pycontainerd.cli.daemon", "--address", daemon.address]
+    return [*cmd, "publish", "--namespace", "testns", "--topic", "/tasks/exit"]
+
+
 def test_publish_subcommand_delivers_an_event_to_subscribers(daemon):
     """The legacy shim path: ``pycontainerd --address SOCK publish`` with an Any on stdin."""
     import grpc
@@ -362,18 +368,7 @@ def test_publish_subcommand_delivers_an_event_to_subscribers(daemon):
             events_pb2.SubscribeRequest(filters=['topic=="/tasks/exit"']), timeout=30
         )
         res = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pycontainerd.cli.daemon",
-                "--address",
-                daemon.address,
-                "publish",
-                "--namespace",
-                "testns",
-                "--topic",
-                "/tasks/exit",
-            ],
+            _publish_cmd(daemon),
             input=event.SerializeToString(),
             capture_output=True,
             timeout=60,
@@ -388,18 +383,7 @@ def test_publish_subcommand_delivers_an_event_to_subscribers(daemon):
 
 def test_publish_subcommand_refuses_garbage(daemon):
     res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pycontainerd.cli.daemon",
-            "--address",
-            daemon.address,
-            "publish",
-            "--namespace",
-            "testns",
-            "--topic",
-            "/tasks/exit",
-        ],
+        _publish_cmd(daemon),
         input=b"\xff\xff",
         capture_output=True,
         timeout=60,
